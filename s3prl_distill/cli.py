@@ -1,0 +1,68 @@
+"""The ``s3prl-distill`` command: one sub-command per module under :mod:`s3prl_distill.commands`.
+
+Each command module defines ``HELP`` (one line), ``add_arguments(parser)`` and ``run(args) -> int``.
+Modules are imported only when their command runs, so ``s3prl-distill --help`` stays fast.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import sys
+from typing import List, Optional
+
+# command name -> module path (each module: HELP, add_arguments(parser), run(args) -> int)
+COMMANDS = {
+    "init": "s3prl_distill.commands.init",
+    "demo": "s3prl_distill.commands.demo",
+    "bench": "s3prl_distill.commands.bench",
+    "profile": "s3prl_distill.commands.profile",
+    "submit": "s3prl_distill.commands.submit",
+    "export": "s3prl_distill.commands.export",
+    "register": "s3prl_distill.commands.register",
+}
+
+
+def _load(name: str):
+    try:
+        return importlib.import_module(COMMANDS[name])
+    except ModuleNotFoundError as err:
+        if err.name == COMMANDS[name]:
+            return None
+        raise
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser = argparse.ArgumentParser(
+        prog="s3prl-distill",
+        description="Distil speech SSL models (DistilHuBERT, FitHuBERT) and use them in S3PRL.",
+    )
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    # Only the chosen command's module is imported; the others are listed by name.
+    chosen = next((a for a in argv if a in COMMANDS), None)
+    for name in COMMANDS:
+        if name == chosen:
+            module = _load(name)
+            if module is None:
+                parser.error(f"command '{name}' is not available in this installation")
+            cmd = sub.add_parser(name, help=module.HELP, description=module.HELP)
+            module.add_arguments(cmd)
+            cmd.set_defaults(_module=module)
+        else:
+            sub.add_parser(name, help=f"(see: s3prl-distill {name} -h)")
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    if args.command is None:
+        parser.print_help()
+        return 2
+    return int(args._module.run(args) or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
