@@ -1,0 +1,305 @@
+"""The one place for every audio rule: read, check, down-mix, resample, crop, pad, write.
+
+Everything reads through ``soundfile`` (libsndfile: WAV, FLAC, OGG, ...), never through
+torchaudio's I/O (removed in torchaudio >= 2.9). Samples come back as float32 in [-1, 1].
+
+Rules (each one enforced here and nowhere else):
+
+* a file that cannot be opened, holds no samples, holds NaN/Inf, or is shorter than the caller's
+  minimum raises :class:`AudioError` naming the path and what was expected;
+* multi-channel audio is averaged to mono with a logged warning (``on_multichannel="mix"``), or
+  rejected (``"error"``);
+* audio at another rate is resampled with ``torchaudio.functional.resample`` with a logged warning
+  (``on_resample="warn"``), silently (``"allow"``), or rejected (``"error"``).
+
+Warnings are logged once per distinct situation (e.g. once per source sample rate), not once per
+file, so that a large corpus does not flood the log; later occurrences are logged at DEBUG level.
+
+Example:
+    >>> wav, sr = read_audio("utt.flac", target_sr=16000)       # doctest: +SKIP
+    >>> wavs, lengths = pad_batch([wav, wav[:8000]])              # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from typing import List, NamedTuple, Optional, Sequence, Set, Tuple, Union
+
+import numpy as np
+import soundfile as sf
+import torch
+from torch import Tensor
+
+logger = logging.getLogger(__name__)
+
+PathLike = Union[str, os.PathLike]
+
+__all__ = [
+    "AudioError",
+    "AudioInfo",
+    "audio_info",
+    "read_audio",
+    "resample",
+    "to_mono",
+    "check_samples",
+    "crop",
+    "pad_batch",
+    "write_audio",
+    "DEFAULT_SAMPLE_RATE",
+]
+
+DEFAULT_SAMPLE_RATE = 16000
+_MULTICHANNEL_POLICIES = ("mix", "error")
+_RESAMPLE_POLICIES = ("warn", "allow", "error")
+_CROP_MODES = ("random", "start", "center")
+
+_warned: Set[Tuple[str, object]] = set()
+
+
+class AudioError(ValueError):
+    """An audio file or waveform breaks one of the rules; the message names the file and the rule."""
+
+
+class AudioInfo(NamedTuple):
+    """Header facts of an audio file (read without decoding samples)."""
+
+    num_frames: int  #: samples per channel
+    sample_rate: int
+    channels: int
+
+
+def _warn_once(key: Tuple[str, object], message: str, *args) -> None:
+    if key in _warned:
+        logger.debug(message, *args)
+    else:
+        _warned.add(key)
+        logger.warning(message + " (logged once; further cases at DEBUG level)", *args)
+
+
+def _check_path(path: PathLike) -> str:
+    path = os.fspath(path)
+    if not os.path.exists(path):
+        raise AudioError(f"{path}: audio file not found")
+    if not os.path.isfile(path):
+        raise AudioError(f"{path}: expected an audio file, found a directory or special file")
+    return path
+
+
+def audio_info(path: PathLike) -> AudioInfo:
+    """Frames, sample rate and channels of ``path`` from the file header only.
+
+    Raises:
+        AudioError: the file is missing or not a format soundfile can read.
+    """
+    path = _check_path(path)
+    try:
+        info = sf.info(path)
+    except Exception as err:  # soundfile raises LibsndfileError / RuntimeError / TypeError
+        raise AudioError(
+            f"{path}: not a readable audio file (expected WAV/FLAC/OGG readable by soundfile): {err}"
+        ) from err
+    return AudioInfo(int(info.frames), int(info.samplerate), int(info.channels))
+
+
+def to_mono(samples: Tensor, *, where: str = "<waveform>", on_multichannel: str = "mix") -> Tensor:
+    """Reduce ``samples`` ([S] or [S, C] channels-last) to one channel [S].
+
+    ``on_multichannel="mix"`` averages the channels (logged warning), ``"error"`` raises.
+    """
+    if on_multichannel not in _MULTICHANNEL_POLICIES:
+        raise ValueError(
+            f"on_multichannel must be one of {_MULTICHANNEL_POLICIES}, got {on_multichannel!r}"
+        )
+    if samples.dim() == 1:
+        return samples
+    if samples.dim() != 2:
+        raise AudioError(f"{where}: expected samples shaped [S] or [S, C], got {tuple(samples.shape)}")
+    channels = samples.shape[1]
+    if channels == 1:
+        return samples[:, 0]
+    if on_multichannel == "error":
+        raise AudioError(f"{where}: expected mono audio, found {channels} channels")
+    _warn_once(("channels", channels), "%s: %d channels averaged to mono", where, channels)
+    return samples.mean(dim=1)
+
+
+def resample(wav: Tensor, orig_sr: int, target_sr: int) -> Tensor:
+    """Resample ``wav`` [..., S] from ``orig_sr`` to ``target_sr`` (band-limited sinc, torchaudio).
+
+    Returns:
+        Tensor [..., S'] with ``S' = ceil(S * target_sr / orig_sr)``; ``wav`` itself if the rates match.
+    """
+    if orig_sr <= 0 or target_sr <= 0:
+        raise ValueError(f"sample rates must be positive, got {orig_sr} -> {target_sr}")
+    if orig_sr == target_sr:
+        return wav
+    import s3prl_distill  # noqa: F401  (makes torchaudio importable on CPU-only torch)
+    import torchaudio.functional as taf
+
+    return taf.resample(wav, int(orig_sr), int(target_sr))
+
+
+def check_samples(wav: Tensor, *, where: str = "<waveform>", min_samples: int = 1) -> Tensor:
+    """Raise :class:`AudioError` if ``wav`` [S] is shorter than ``min_samples`` or not finite."""
+    num = int(wav.shape[-1]) if wav.dim() > 0 else 0
+    if num == 0:
+        raise AudioError(f"{where}: holds no samples (expected at least {max(min_samples, 1)})")
+    if num < min_samples:
+        raise AudioError(f"{where}: {num} samples, expected at least {min_samples}")
+    if not bool(torch.isfinite(wav).all()):
+        bad = int((~torch.isfinite(wav)).sum())
+        raise AudioError(f"{where}: holds {bad} NaN/Inf samples; expected finite values")
+    return wav
+
+
+def read_audio(
+    path: PathLike,
+    target_sr: Optional[int] = DEFAULT_SAMPLE_RATE,
+    *,
+    on_multichannel: str = "mix",
+    on_resample: str = "warn",
+    min_samples: int = 1,
+    offset: int = 0,
+    num_frames: int = -1,
+) -> Tuple[Tensor, int]:
+    """Read one audio file as a mono float32 waveform.
+
+    Args:
+        path: WAV/FLAC/... file readable by soundfile.
+        target_sr: rate to return; ``None`` keeps the file's own rate.
+        on_multichannel: ``"mix"`` (average channels, logged warning) or ``"error"``.
+        on_resample: ``"warn"`` (resample, logged warning), ``"allow"`` (resample silently) or
+            ``"error"`` (raise if the file's rate differs from ``target_sr``).
+        min_samples: minimum length, counted at the returned rate, after resampling.
+        offset: first frame to read, at the file's rate.
+        num_frames: frames to read from ``offset`` at the file's rate (-1: to the end).
+
+    Returns:
+        (wav, sr): ``wav`` Tensor [S] float32 in [-1, 1], ``sr`` its sample rate.
+
+    Raises:
+        AudioError: unreadable, empty, multi-channel (with ``"error"``), wrong rate (with
+            ``"error"``), NaN/Inf, or shorter than ``min_samples``. The message names the path.
+    """
+    if on_resample not in _RESAMPLE_POLICIES:
+        raise ValueError(f"on_resample must be one of {_RESAMPLE_POLICIES}, got {on_resample!r}")
+    if offset < 0 or num_frames < -1:
+        raise ValueError(f"offset must be >= 0 and num_frames >= -1, got {offset}, {num_frames}")
+    path = _check_path(path)
+    try:
+        data, sr = sf.read(
+            path, frames=num_frames, start=offset, dtype="float32", always_2d=True
+        )
+    except Exception as err:
+        raise AudioError(
+            f"{path}: not a readable audio file (expected WAV/FLAC/OGG readable by soundfile): {err}"
+        ) from err
+    wav = torch.from_numpy(np.ascontiguousarray(data))  # [S, C]
+    if wav.shape[0] == 0:
+        raise AudioError(f"{path}: holds no samples (expected at least {max(min_samples, 1)})")
+    wav = to_mono(wav, where=path, on_multichannel=on_multichannel)
+    if not bool(torch.isfinite(wav).all()):
+        check_samples(wav, where=path)
+    if target_sr is not None and sr != target_sr:
+        if on_resample == "error":
+            raise AudioError(f"{path}: sample rate {sr} Hz, expected {target_sr} Hz")
+        if on_resample == "warn":
+            _warn_once(("rate", sr, target_sr), "%s: resampled from %d Hz to %d Hz", path, sr,
+                       target_sr)
+        wav = resample(wav, sr, target_sr)
+        sr = target_sr
+    check_samples(wav, where=path, min_samples=min_samples)
+    return wav.contiguous(), int(sr)
+
+
+def crop(
+    wav: Tensor,
+    max_samples: int,
+    *,
+    mode: str = "random",
+    generator: Optional[torch.Generator] = None,
+) -> Tensor:
+    """Cut ``wav`` [S] (or [..., S]) to at most ``max_samples`` along the last axis.
+
+    ``mode``: ``"random"`` (uniform start drawn from ``generator``), ``"start"`` or ``"center"``.
+    Shorter input is returned unchanged (pad with :func:`pad_batch`).
+    """
+    if mode not in _CROP_MODES:
+        raise ValueError(f"crop mode must be one of {_CROP_MODES}, got {mode!r}")
+    if max_samples <= 0:
+        raise ValueError(f"max_samples must be positive, got {max_samples}")
+    length = int(wav.shape[-1])
+    if length <= max_samples:
+        return wav
+    excess = length - max_samples
+    if mode == "start":
+        start = 0
+    elif mode == "center":
+        start = excess // 2
+    else:
+        start = int(torch.randint(0, excess + 1, (1,), generator=generator).item())
+    return wav[..., start : start + max_samples]
+
+
+def pad_batch(
+    wavs: Sequence[Tensor], *, pad_value: float = 0.0, multiple_of: int = 1
+) -> Tuple[Tensor, Tensor]:
+    """Stack waveforms of different lengths into one zero-padded batch.
+
+    Args:
+        wavs: B tensors, each [S_i].
+        pad_value: value of the padded samples.
+        multiple_of: round the padded length up to a multiple of this (1: no rounding).
+
+    Returns:
+        (wavs, lengths): Tensor [B, S_max] (dtype of the inputs), LongTensor [B] of the S_i.
+    """
+    if len(wavs) == 0:
+        raise ValueError("pad_batch needs at least one waveform")
+    if multiple_of < 1:
+        raise ValueError(f"multiple_of must be >= 1, got {multiple_of}")
+    for i, wav in enumerate(wavs):
+        if wav.dim() != 1:
+            raise ValueError(f"pad_batch: waveform {i} must be [S], got shape {tuple(wav.shape)}")
+    lengths = torch.tensor([int(w.shape[0]) for w in wavs], dtype=torch.long)
+    total = int(lengths.max())
+    total = -(-total // multiple_of) * multiple_of
+    out = wavs[0].new_full((len(wavs), total), pad_value)
+    for i, wav in enumerate(wavs):
+        out[i, : wav.shape[0]] = wav
+    return out, lengths
+
+
+def write_audio(
+    path: PathLike,
+    wav: Union[Tensor, np.ndarray],
+    sample_rate: int = DEFAULT_SAMPLE_RATE,
+    *,
+    subtype: Optional[str] = None,
+) -> None:
+    """Write ``wav`` ([S] mono or [C, S] channels-first) to ``path``; format from the extension.
+
+    ``subtype`` is soundfile's (e.g. ``"PCM_16"``, ``"FLOAT"``); default: the format's default
+    (16-bit PCM for WAV and FLAC). Creates the parent folder.
+
+    Raises:
+        AudioError: empty or non-finite samples, or an unsupported extension.
+    """
+    path = os.fspath(path)
+    array = wav.detach().cpu().float().numpy() if isinstance(wav, Tensor) else np.asarray(wav)
+    if array.ndim not in (1, 2):
+        raise AudioError(f"{path}: expected samples shaped [S] or [C, S], got {array.shape}")
+    if array.size == 0:
+        raise AudioError(f"{path}: refusing to write an empty waveform")
+    if not np.isfinite(array).all():
+        raise AudioError(f"{path}: refusing to write NaN/Inf samples")
+    if array.ndim == 2:
+        array = array.T  # soundfile wants [S, C]
+    folder = os.path.dirname(os.path.abspath(path))
+    os.makedirs(folder, exist_ok=True)
+    try:
+        sf.write(path, array, int(sample_rate), subtype=subtype)
+    except Exception as err:
+        raise AudioError(f"{path}: cannot write audio (format from the extension): {err}") from err
+
