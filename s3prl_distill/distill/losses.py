@@ -1,0 +1,187 @@
+"""Layer-wise distillation losses (DistilHuBERT, FitHuBERT), masked to valid frames.
+
+Both losses take one prediction per student head and the teacher hidden state it predicts:
+
+    loss(predictions, targets, mask) -> (total, terms)
+
+    predictions: List[Tensor [B, T, D]]   student head outputs, one per head
+    targets:     List[Tensor [B, T, D]]   teacher hidden states, same order and shapes
+    mask:        BoolTensor [B, T]        True on valid frames; padded frames never contribute
+    total:       Tensor []                the training objective (differentiable)
+    terms:       Dict[str, Tensor []]     per-layer parts, e.g. ``l1/layer4``, ``cos/layer4``
+
+Every per-layer term is a mean over the valid frames (and, for distances, over the D
+dimensions), so the value does not depend on how much padding a batch holds.
+
+DistilHuBERT (Chang et al., 2022, Eq. 1), per predicted teacher layer l:
+    L(l) = mean_{t valid, d} |h_td - h^_td|  +  cos_weight * mean_{t valid} -log sigmoid(cos(h_t, h^_t))
+    total = sum_l L(l)                                   (cos_weight = lambda = 1 in the paper)
+
+FitHuBERT (Lee et al., 2022, Eqs. 1-3), with the last head predicting the teacher's last layer:
+    total = MSE(last head) + hint_weight * sum_{other heads} MSE(hint)       (hint_weight = 0.1)
+    MSE = mean_{t valid, d} (h_td - h^_td)^2
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Dict, List, Sequence, Tuple
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+logger = logging.getLogger(__name__)
+
+__all__ = [
+    "masked_mean",
+    "l1_per_frame",
+    "mse_per_frame",
+    "neg_log_sigmoid_cos_per_frame",
+    "DistilHuBERTLoss",
+    "FitHuBERTLoss",
+    "build_loss",
+]
+
+
+def masked_mean(values: Tensor, mask: Tensor) -> Tensor:
+    """Mean of ``values`` [B, T] over the frames where ``mask`` [B, T] is True.
+
+    Returns a scalar; 0 (still attached to the graph) when no frame is valid.
+    """
+    if values.shape != mask.shape:
+        raise ValueError(f"masked_mean: values {tuple(values.shape)} and mask {tuple(mask.shape)} differ")
+    weights = mask.to(values.dtype)
+    count = weights.sum()
+    return (values * weights).sum() / count.clamp_min(1.0)
+
+
+def l1_per_frame(pred: Tensor, target: Tensor) -> Tensor:
+    """Mean absolute error over the feature axis: [B, T, D] x2 -> [B, T]."""
+    return (pred - target).abs().mean(dim=-1)
+
+
+def mse_per_frame(pred: Tensor, target: Tensor) -> Tensor:
+    """Mean squared error over the feature axis: [B, T, D] x2 -> [B, T]."""
+    return (pred - target).pow(2).mean(dim=-1)
+
+
+def neg_log_sigmoid_cos_per_frame(pred: Tensor, target: Tensor) -> Tensor:
+    """``-log sigmoid(cos(pred_t, target_t))`` per frame: [B, T, D] x2 -> [B, T].
+
+    Uses ``softplus(-x) = -log sigmoid(x)`` for numerical stability.
+    """
+    cos = F.cosine_similarity(pred, target, dim=-1)
+    return F.softplus(-cos)
+
+
+def _check_inputs(name: str, predictions: Sequence[Tensor], targets: Sequence[Tensor],
+                  mask: Tensor, expected: int) -> None:
+    if len(predictions) != expected or len(targets) != expected:
+        raise ValueError(
+            f"{name}: expected {expected} predictions and targets (one per target layer), got "
+            f"{len(predictions)} predictions and {len(targets)} targets"
+        )
+    if mask.dim() != 2 or mask.dtype != torch.bool:
+        raise ValueError(f"{name}: mask must be a bool tensor [B, T], got {mask.dtype} {tuple(mask.shape)}")
+    for j, (pred, target) in enumerate(zip(predictions, targets)):
+        if pred.shape != target.shape:
+            raise ValueError(
+                f"{name}: head {j} predicts shape {tuple(pred.shape)} but its target has shape "
+                f"{tuple(target.shape)} (expected [B, T, D] equal)"
+            )
+        if pred.dim() != 3 or pred.shape[:2] != mask.shape:
+            raise ValueError(
+                f"{name}: head {j} prediction {tuple(pred.shape)} does not match mask "
+                f"{tuple(mask.shape)} (expected [B, T, D] with mask [B, T])"
+            )
+
+
+class DistilHuBERTLoss(nn.Module):
+    """Sum over predicted layers of L1 + ``cos_weight`` * (-log sigmoid(cos)).
+
+    Args:
+        target_layers: teacher layer predicted by each head, in head order (names the terms).
+        cos_weight: lambda of Eq. 1 (1.0 in the paper; 0 gives the "L1 only" ablation).
+
+    Example:
+        >>> loss = DistilHuBERTLoss([4, 8, 12])
+        >>> preds = [torch.zeros(2, 5, 3) for _ in range(3)]
+        >>> total, terms = loss(preds, [p + 1 for p in preds], torch.ones(2, 5, dtype=torch.bool))
+        >>> sorted(terms)[:3]
+        ['cos/layer12', 'cos/layer4', 'cos/layer8']
+    """
+
+    def __init__(self, target_layers: Sequence[int], cos_weight: float = 1.0):
+        super().__init__()
+        if len(target_layers) == 0:
+            raise ValueError("DistilHuBERTLoss needs at least one target layer")
+        if cos_weight < 0:
+            raise ValueError(f"cos_weight must be >= 0, got {cos_weight}")
+        self.target_layers: List[int] = [int(k) for k in target_layers]
+        self.cos_weight = float(cos_weight)
+
+    def forward(self, predictions: Sequence[Tensor], targets: Sequence[Tensor],
+                mask: Tensor) -> Tuple[Tensor, Dict[str, Tensor]]:
+        """predictions/targets: List[[B, T, D]]; mask: [B, T] bool -> (total [], terms)."""
+        _check_inputs("DistilHuBERTLoss", predictions, targets, mask, len(self.target_layers))
+        terms: Dict[str, Tensor] = {}
+        total = predictions[0].new_zeros(())
+        for layer, pred, target in zip(self.target_layers, predictions, targets):
+            pred, target = pred.float(), target.float()
+            l1 = masked_mean(l1_per_frame(pred, target), mask)
+            cos = masked_mean(neg_log_sigmoid_cos_per_frame(pred, target), mask)
+            layer_loss = l1 + self.cos_weight * cos
+            terms[f"l1/layer{layer}"] = l1
+            terms[f"cos/layer{layer}"] = cos
+            terms[f"loss/layer{layer}"] = layer_loss
+            total = total + layer_loss
+        return total, terms
+
+
+class FitHuBERTLoss(nn.Module):
+    """MSE of the last head + ``hint_weight`` * sum of the MSEs of the other heads (hints).
+
+    The "last" head is the last entry of ``target_layers`` (the deepest teacher layer predicted);
+    every other head is a hint.
+
+    Args:
+        target_layers: teacher layer predicted by each head, in head order.
+        hint_weight: lambda of Eq. 3 (0.1 in the paper; 0 gives the "no hints" ablation).
+    """
+
+    def __init__(self, target_layers: Sequence[int], hint_weight: float = 0.1):
+        super().__init__()
+        if len(target_layers) == 0:
+            raise ValueError("FitHuBERTLoss needs at least one target layer")
+        if hint_weight < 0:
+            raise ValueError(f"hint_weight must be >= 0, got {hint_weight}")
+        self.target_layers: List[int] = [int(k) for k in target_layers]
+        self.hint_weight = float(hint_weight)
+
+    def forward(self, predictions: Sequence[Tensor], targets: Sequence[Tensor],
+                mask: Tensor) -> Tuple[Tensor, Dict[str, Tensor]]:
+        """predictions/targets: List[[B, T, D]]; mask: [B, T] bool -> (total [], terms)."""
+        _check_inputs("FitHuBERTLoss", predictions, targets, mask, len(self.target_layers))
+        terms: Dict[str, Tensor] = {}
+        mses = []
+        for layer, pred, target in zip(self.target_layers, predictions, targets):
+            mse = masked_mean(mse_per_frame(pred.float(), target.float()), mask)
+            terms[f"mse/layer{layer}"] = mse
+            mses.append(mse)
+        feat = mses[-1]
+        hint = predictions[0].new_zeros(()).float()
+        for mse in mses[:-1]:
+            hint = hint + mse
+        terms["feat"] = feat
+        terms["hint"] = hint
+        return feat + self.hint_weight * hint, terms
+
+
+def build_loss(cfg, target_layers: Sequence[int]) -> nn.Module:
+    """The loss module for ``cfg`` (:class:`s3prl_distill.distill.config.LossConfig`)."""
+    if cfg.type == "distilhubert":
+        return DistilHuBERTLoss(target_layers, cos_weight=cfg.cos_weight)
+    if cfg.type == "fithubert":
+        return FitHuBERTLoss(target_layers, hint_weight=cfg.hint_weight)
+    raise ValueError(f"unknown loss type {cfg.type!r}; expected 'distilhubert' or 'fithubert'")

@@ -1,0 +1,143 @@
+"""Distillation losses: hand-computed values, padding invariance, gradients, config parsing."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+import s3prl_distill  # noqa: F401
+from s3prl_distill.config import ConfigError, from_dict
+from s3prl_distill.distill.config import LossConfig
+from s3prl_distill.distill.losses import (
+    DistilHuBERTLoss,
+    FitHuBERTLoss,
+    build_loss,
+    masked_mean,
+)
+
+PRED = torch.tensor([[[1.0, 0.0], [0.0, 1.0]]])  # [1, 2, 2]
+TARGET = torch.tensor([[[1.0, 0.0], [1.0, 0.0]]])
+ALL = torch.ones(1, 2, dtype=torch.bool)
+
+
+def nls(x: float) -> float:
+    """-log sigmoid(x)"""
+    return math.log1p(math.exp(-x))
+
+
+def test_distilhubert_hand_computed():
+    loss = DistilHuBERTLoss([4], cos_weight=1.0)
+    total, terms = loss([PRED], [TARGET], ALL)
+    # frame 0: identical -> L1 0, cos 1; frame 1: L1 (1 + 1) / 2 = 1, cos 0
+    assert terms["l1/layer4"].item() == pytest.approx(0.5)
+    assert terms["cos/layer4"].item() == pytest.approx((nls(1.0) + nls(0.0)) / 2)
+    assert total.item() == pytest.approx(0.5 + (nls(1.0) + nls(0.0)) / 2)
+    assert terms["loss/layer4"].item() == pytest.approx(total.item())
+
+
+def test_distilhubert_cos_weight_and_sum_over_heads():
+    loss = DistilHuBERTLoss([4, 8], cos_weight=0.5)
+    total, terms = loss([PRED, PRED * 2], [TARGET, TARGET], ALL)
+    # head 2: L1 frame0 |2-1|/2 = 0.5, frame1 (1 + 2)/2 = 1.5 -> 1.0; cos unchanged by scale
+    cos = (nls(1.0) + nls(0.0)) / 2
+    assert terms["l1/layer8"].item() == pytest.approx(1.0)
+    assert terms["cos/layer8"].item() == pytest.approx(cos)
+    assert total.item() == pytest.approx((0.5 + 0.5 * cos) + (1.0 + 0.5 * cos))
+
+
+def test_distilhubert_mask_excludes_frames():
+    mask = torch.tensor([[True, False]])
+    total, terms = DistilHuBERTLoss([4])([PRED], [TARGET], mask)
+    assert terms["l1/layer4"].item() == pytest.approx(0.0)
+    assert total.item() == pytest.approx(nls(1.0))
+
+
+def test_fithubert_hand_computed():
+    hint_pred, hint_target = PRED, TARGET  # MSE: frame0 0, frame1 (1 + 1) / 2 = 1 -> 0.5
+    last_pred = torch.zeros(1, 2, 2)
+    last_target = torch.tensor([[[2.0, 0.0], [0.0, 2.0]]])  # MSE (4 + 0) / 2 = 2 per frame
+    loss = FitHuBERTLoss([2, 4], hint_weight=0.1)
+    total, terms = loss([hint_pred, last_pred], [hint_target, last_target], ALL)
+    assert terms["mse/layer2"].item() == pytest.approx(0.5)
+    assert terms["mse/layer4"].item() == pytest.approx(2.0)
+    assert terms["feat"].item() == pytest.approx(2.0)
+    assert terms["hint"].item() == pytest.approx(0.5)
+    assert total.item() == pytest.approx(2.05)
+
+
+def test_fithubert_single_head_is_plain_mse():
+    total, terms = FitHuBERTLoss([12])([PRED], [TARGET], ALL)
+    assert total.item() == pytest.approx(0.5)
+    assert terms["hint"].item() == 0.0
+
+
+@pytest.mark.parametrize("loss", [DistilHuBERTLoss([3, 6], 1.0), FitHuBERTLoss([3, 6], 0.1)])
+def test_padding_invariance(loss):
+    gen = torch.Generator().manual_seed(0)
+    lengths = [7, 4]
+    preds, targets = [], []
+    for _ in range(2):
+        preds.append([torch.randn(n, 5, generator=gen) for n in lengths])
+        targets.append([torch.randn(n, 5, generator=gen) for n in lengths])
+
+    def batch(seqs, pad_value, extra):
+        out = torch.full((2, max(lengths) + extra, 5), pad_value)
+        for i, s in enumerate(seqs):
+            out[i, : s.shape[0]] = s
+        return out
+
+    def mask(extra):
+        m = torch.zeros(2, max(lengths) + extra, dtype=torch.bool)
+        for i, n in enumerate(lengths):
+            m[i, :n] = True
+        return m
+
+    total_a, terms_a = loss([batch(p, 0.0, 0) for p in preds], [batch(t, 0.0, 0) for t in targets], mask(0))
+    total_b, terms_b = loss([batch(p, 9.0, 3) for p in preds], [batch(t, -5.0, 3) for t in targets], mask(3))
+    assert total_a.item() == pytest.approx(total_b.item(), rel=1e-6)
+    for key in terms_a:
+        assert terms_a[key].item() == pytest.approx(terms_b[key].item(), rel=1e-6)
+    # the same frames concatenated without any padding give the same value
+    flat_mask = torch.ones(1, sum(lengths), dtype=torch.bool)
+    flat_p = [torch.cat(p)[None] for p in preds]
+    flat_t = [torch.cat(t)[None] for t in targets]
+    total_c, _ = loss(flat_p, flat_t, flat_mask)
+    assert total_a.item() == pytest.approx(total_c.item(), rel=1e-6)
+
+
+def test_padded_frames_get_no_gradient():
+    pred = torch.randn(1, 4, 3, requires_grad=True)
+    target = torch.randn(1, 4, 3)
+    mask = torch.tensor([[True, True, False, False]])
+    total, _ = DistilHuBERTLoss([1])([pred], [target], mask)
+    total.backward()
+    assert pred.grad[0, 2:].abs().sum().item() == 0.0
+    assert pred.grad[0, :2].abs().sum().item() > 0.0
+
+
+def test_masked_mean_empty_mask_is_zero():
+    values = torch.ones(2, 3)
+    assert masked_mean(values, torch.zeros(2, 3, dtype=torch.bool)).item() == 0.0
+
+
+def test_shape_errors_are_clear():
+    loss = DistilHuBERTLoss([4, 8])
+    with pytest.raises(ValueError, match="expected 2 predictions"):
+        loss([PRED], [TARGET], ALL)
+    with pytest.raises(ValueError, match="head 0"):
+        DistilHuBERTLoss([4])([PRED], [TARGET[:, :1]], ALL)
+    with pytest.raises(ValueError, match="bool"):
+        DistilHuBERTLoss([4])([PRED], [TARGET], ALL.float())
+
+
+def test_loss_config_and_builder():
+    cfg = from_dict(LossConfig, {"type": "fithubert", "hint_weight": 0.2}, where="m.yaml: loss")
+    loss = build_loss(cfg, [1, 2])
+    assert isinstance(loss, FitHuBERTLoss) and loss.hint_weight == 0.2
+    assert isinstance(build_loss(LossConfig(), [4]), DistilHuBERTLoss)
+    with pytest.raises(ConfigError, match="m.yaml: loss.type"):
+        from_dict(LossConfig, {"type": "kl"}, where="m.yaml: loss")
+    with pytest.raises(ConfigError, match="cos_weight"):
+        from_dict(LossConfig, {"cos_weight": -1.0}, where="m.yaml: loss")
