@@ -1,0 +1,159 @@
+"""Convolutional front end on raw 16 kHz audio and the feature projection to the encoder width.
+
+Parameter names follow torchaudio's ``Wav2Vec2Model`` (``feature_extractor.conv_layers.{i}.conv``,
+``.layer_norm``; ``encoder.feature_projection.(layer_norm|projection)``) so a HuBERT/wav2vec 2.0
+teacher initialises a student by key.
+
+Valid lengths are computed exactly from the conv arithmetic: ``L_out = floor((L - K) / S) + 1``.
+Frame ``t < L_out`` of every layer depends on valid input only, and the first layer's group norm
+uses statistics of valid frames only, so the valid frames of a padded utterance equal those of the
+same utterance alone.
+"""
+
+from __future__ import annotations
+
+from typing import List, Optional, Sequence, Tuple
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from s3prl_distill.models.config import CNNConfig
+
+__all__ = ["conv_output_lengths", "MaskedGroupNorm", "ChannelLayerNorm", "ConvLayerBlock",
+           "FeatureExtractor", "FeatureProjection"]
+
+
+def conv_output_lengths(lengths: Tensor, kernel: int, stride: int) -> Tensor:
+    """Valid output frames of a conv without padding: ``floor((L - K) / S) + 1``, 0 if ``L < K``.
+
+    Args:
+        lengths (Tensor): [B] int64 valid input frames.
+    Returns:
+        Tensor: [B] int64 valid output frames.
+    """
+    out = torch.div(lengths - kernel, stride, rounding_mode="floor") + 1
+    return out.clamp(min=0)
+
+
+def _valid_mask(lengths: Tensor, frames: int) -> Tensor:
+    """[B] lengths -> [B, frames] bool, True on valid frames."""
+    return torch.arange(frames, device=lengths.device)[None, :] < lengths[:, None]
+
+
+class MaskedGroupNorm(nn.GroupNorm):
+    """``GroupNorm(C, C)`` (per-channel normalisation over time) using valid frames only.
+
+    Same parameters as ``nn.GroupNorm(num_channels, num_channels, affine=True)`` (HuBERT's first
+    conv layer); with ``lengths`` the mean and variance come from the valid frames of each
+    utterance, so padding does not change the valid outputs.
+    """
+
+    def __init__(self, num_channels: int):
+        super().__init__(num_channels, num_channels, affine=True)
+
+    def forward(self, x: Tensor, lengths: Optional[Tensor] = None) -> Tensor:
+        """x (Tensor): [B, C, T]; lengths (Tensor): [B] valid frames or None -> [B, C, T]."""
+        if lengths is None or bool((lengths == x.shape[-1]).all()):
+            return super().forward(x)
+        mask = _valid_mask(lengths, x.shape[-1]).to(x.dtype)[:, None, :]  # [B, 1, T]
+        count = lengths.clamp(min=1).to(x.dtype)[:, None, None]
+        mean = (x * mask).sum(-1, keepdim=True) / count
+        var = (((x - mean) * mask) ** 2).sum(-1, keepdim=True) / count
+        y = (x - mean) * torch.rsqrt(var + self.eps)
+        return y * self.weight[None, :, None] + self.bias[None, :, None]
+
+
+class ChannelLayerNorm(nn.LayerNorm):
+    """Layer norm over the channels of a [B, C, T] tensor (wav2vec 2.0 Large's conv blocks)."""
+
+    def forward(self, x: Tensor, lengths: Optional[Tensor] = None) -> Tensor:
+        return super().forward(x.transpose(1, 2)).transpose(1, 2)
+
+
+class ConvLayerBlock(nn.Module):
+    """Conv1d (no padding) -> optional norm -> GELU: [B, C_in, T] -> [B, C_out, T']."""
+
+    def __init__(self, in_channels: int, out_channels: int, kernel: int, stride: int, bias: bool,
+                 layer_norm: Optional[nn.Module]):
+        super().__init__()
+        self.kernel_size = kernel
+        self.stride = stride
+        self.conv = nn.Conv1d(in_channels, out_channels, kernel, stride=stride, bias=bias)
+        self.layer_norm = layer_norm
+
+    def forward(self, x: Tensor, lengths: Tensor) -> Tuple[Tensor, Tensor]:
+        """x: [B, C_in, T], lengths: [B] -> ([B, C_out, T'], [B] valid output frames)."""
+        x = self.conv(x)
+        lengths = conv_output_lengths(lengths, self.kernel_size, self.stride)
+        if self.layer_norm is not None:
+            x = self.layer_norm(x, lengths)
+        return F.gelu(x), lengths
+
+
+class _GradMultiply(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x: Tensor, scale: float) -> Tensor:
+        ctx.scale = scale
+        return x.view_as(x)
+
+    @staticmethod
+    def backward(ctx, grad: Tensor):
+        return grad * ctx.scale, None
+
+
+class FeatureExtractor(nn.Module):
+    """The conv stack: wavs [B, S] -> features [B, T, C_last] with valid lengths [B].
+
+    Args:
+        cfg: layer spec (channels, kernel, stride per layer), norm placement, conv bias.
+        grad_mult: gradient scale applied to the output (DistilHuBERT/FitHuBERT use 0.1).
+    """
+
+    def __init__(self, cfg: CNNConfig, grad_mult: float = 1.0):
+        super().__init__()
+        self.grad_mult = grad_mult
+        blocks = []
+        in_ch = 1
+        for i, spec in enumerate(cfg.layers):
+            if cfg.norm == "layer_norm":
+                norm: Optional[nn.Module] = ChannelLayerNorm(spec.channels)
+            elif cfg.norm == "group_norm_first" and i == 0:
+                norm = MaskedGroupNorm(spec.channels)
+            else:
+                norm = None
+            blocks.append(ConvLayerBlock(in_ch, spec.channels, spec.kernel, spec.stride, cfg.bias, norm))
+            in_ch = spec.channels
+        self.conv_layers = nn.ModuleList(blocks)
+        self.out_channels = in_ch
+        self.stride = cfg.stride
+        self.receptive_field = cfg.receptive_field
+
+    def output_lengths(self, wav_lengths: Tensor) -> Tensor:
+        """[B] samples -> [B] valid frames (exact conv arithmetic)."""
+        for block in self.conv_layers:
+            wav_lengths = conv_output_lengths(wav_lengths, block.kernel_size, block.stride)
+        return wav_lengths
+
+    def forward(self, wavs: Tensor, wav_lengths: Tensor) -> Tuple[Tensor, Tensor]:
+        """wavs (Tensor): [B, S] float; wav_lengths (Tensor): [B] int64 -> ([B, T, C], [B])."""
+        x = wavs[:, None, :]
+        lengths = wav_lengths
+        for block in self.conv_layers:
+            x, lengths = block(x, lengths)
+        if self.training and self.grad_mult != 1.0:
+            x = _GradMultiply.apply(x, self.grad_mult)
+        return x.transpose(1, 2), lengths
+
+
+class FeatureProjection(nn.Module):
+    """LayerNorm(C) -> Linear(C, D) -> dropout: [B, T, C] -> [B, T, D]."""
+
+    def __init__(self, in_features: int, out_features: int, dropout: float):
+        super().__init__()
+        self.layer_norm = nn.LayerNorm(in_features)
+        self.projection = nn.Linear(in_features, out_features)
+        self.dropout = nn.Dropout(dropout)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.dropout(self.projection(self.layer_norm(x)))

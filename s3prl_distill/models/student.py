@@ -1,0 +1,267 @@
+"""The distillation student: CNN -> projection -> positional conv -> [time reduction] -> layers -> heads.
+
+Forward path (shapes for a batch of B waveforms of S samples, valid lengths explicit throughout)::
+
+    wavs [B, S], wav_lengths [B]
+      feature_extractor          -> [B, T, C]           cnn_lengths [B]  (rate = CNN stride, 320)
+      encoder.feature_projection -> [B, T, D]
+      padded frames set to 0, encoder.transformer.pos_conv_embed (x + conv), layer_norm (post-LN)
+      time_reduction (stride k)  -> [B, ceil(T/k), D]   lengths [B]      (rate = 320 k)
+      layer 0 = this; encoder.transformer.layers[i]     -> layer i, [B, T_enc, D]
+      heads[j](layer s_j)        -> prediction j [B, T_teacher, D_teacher]
+
+Hidden-states layout (``StudentOutput.hidden_states``, what S3PRL's weighted-sum featurizer sees;
+every entry is [B, T, D] with one T and one D, and ``downsample_rate`` is the true rate):
+
+* ``hidden_states: layers`` (default): layers 0..N at the encoder rate. DistilHuBERT: CNN
+  projection + 2 layers at 320 samples/frame. FitHuBERT (k = 2): the time-reduced input + 12
+  layers, all [B, T/2, 480] at **640** samples/frame. We keep FitHuBERT's states at the reduced
+  rate because these are the representations the student actually computes: the only trained
+  upsampler is each layer's own prediction head, which is dropped after distillation, and mixing
+  the reduced-rate layers with the 320-rate, 768-wide last-head output (as the official FitHuBERT
+  expert did) gives states of two rates and two widths, which S3PRL's featurizer cannot sum.
+  S3PRL's downstreams read ``get_downsample_rates`` and align their labels to 640 themselves.
+* ``hidden_states: layers+heads``: layers, then each kept head's output (DistilHuBERT with its
+  heads kept: needs D == D_teacher and no time reduction, checked by the config).
+* ``hidden_states: heads``: the kept heads' outputs only, [B, T_teacher, D_teacher] at the CNN
+  rate (FitW2V2-960 as fine-tuned in the FitHuBERT paper: the weighted sum of its 12 heads).
+
+Padding: padded frames are zeroed before the positional conv and time reduction, the first
+group norm uses valid frames only and attention masks padded keys, so the valid frames of a padded
+utterance equal those of the same utterance run alone.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import List, Optional
+
+import torch
+from torch import Tensor, nn
+
+from s3prl_distill.models.cnn import FeatureExtractor, FeatureProjection
+from s3prl_distill.models.config import StudentConfig
+from s3prl_distill.models.heads import build_head
+from s3prl_distill.models.time_reduction import TimeReduction
+from s3prl_distill.models.transformer import (
+    ConvolutionalPositionalEmbedding,
+    EncoderLayer,
+    key_padding_mask,
+)
+
+__all__ = ["StudentOutput", "Student", "build_student"]
+
+
+@dataclass
+class StudentOutput:
+    """What :meth:`Student.forward` returns.
+
+    hidden_states: List[Tensor]  each [B, T, D], one T and one D (see the module docstring)
+    lengths: Tensor              [B] valid frames of hidden_states
+    predictions: List[Tensor]    one per head, [B, T_teacher, D_teacher] (empty without heads)
+    prediction_lengths: Optional[Tensor]  [B] valid frames of predictions
+    layer_outputs: List[Tensor]  [B, T_enc, D]: [0] = transformer input, [i] = layer i
+    layer_lengths: Tensor        [B] valid frames of layer_outputs
+    """
+
+    hidden_states: List[Tensor]
+    lengths: Tensor
+    predictions: List[Tensor] = field(default_factory=list)
+    prediction_lengths: Optional[Tensor] = None
+    layer_outputs: List[Tensor] = field(default_factory=list)
+    layer_lengths: Optional[Tensor] = None
+
+
+class _Encoder(nn.Module):
+    """Container giving torchaudio's names: ``encoder.feature_projection``, ``encoder.transformer``."""
+
+    def __init__(self, cfg: StudentConfig, in_channels: int):
+        super().__init__()
+        enc = cfg.encoder
+        self.feature_projection = FeatureProjection(in_channels, enc.dim, enc.feature_dropout)
+        self.transformer = _Transformer(cfg)
+
+
+class _Transformer(nn.Module):
+    def __init__(self, cfg: StudentConfig):
+        super().__init__()
+        enc = cfg.encoder
+        self.pos_conv_embed = (
+            ConvolutionalPositionalEmbedding(enc.dim, enc.pos_conv_kernel, enc.pos_conv_groups)
+            if enc.pos_conv_kernel
+            else None
+        )
+        self.layer_norm = nn.LayerNorm(enc.dim)
+        self.layers = nn.ModuleList(
+            EncoderLayer(enc.dim, enc.ffn_dim, enc.num_heads, enc.layer_norm_first, enc.dropout,
+                         enc.attention_dropout, enc.activation_dropout)
+            for _ in range(enc.num_layers)
+        )
+        self.dropout = nn.Dropout(enc.dropout)
+
+
+def _zero_padding(x: Tensor, lengths: Tensor) -> Tensor:
+    """Zero the frames at or beyond ``lengths``: x [B, T, D], lengths [B] -> [B, T, D]."""
+    if bool((lengths >= x.shape[1]).all()):
+        return x
+    valid = torch.arange(x.shape[1], device=x.device)[None, :] < lengths[:, None]
+    return x * valid[:, :, None].to(x.dtype)
+
+
+class Student(nn.Module):
+    """A distillation student built from a :class:`StudentConfig`.
+
+    Attributes:
+        config: the config it was built from.
+        target_layers: teacher layer predicted by each head, in head order.
+        downsample_rate: samples per frame of ``hidden_states``.
+    """
+
+    def __init__(self, cfg: StudentConfig):
+        super().__init__()
+        self.config = cfg
+        self.feature_extractor = FeatureExtractor(cfg.cnn, cfg.feature_grad_mult)
+        self.encoder = _Encoder(cfg, self.feature_extractor.out_channels)
+        self.time_reduction = (
+            TimeReduction(cfg.encoder.dim, cfg.time_reduction) if cfg.time_reduction > 1 else None
+        )
+        self.heads = nn.ModuleList(
+            build_head(h, cfg.encoder.dim, cfg.teacher_dim, cfg.time_reduction) for h in cfg.heads
+        )
+        self._head_layers = [h.student_layer for h in cfg.heads]
+        self.target_layers: List[int] = [h.teacher_layer for h in cfg.heads]
+        self.heads_dropped = False
+
+    # ------------------------------------------------------------------ properties
+    @property
+    def num_layers(self) -> int:
+        return self.config.encoder.num_layers
+
+    @property
+    def dim(self) -> int:
+        """Width D of ``hidden_states``."""
+        return self.config.teacher_dim if self.config.hidden_states == "heads" else self.config.encoder.dim
+
+    @property
+    def downsample_rate(self) -> int:
+        """Samples per frame of ``hidden_states`` (the true rate S3PRL is told)."""
+        if self.config.hidden_states == "heads":
+            return self.config.cnn.stride
+        return self.config.downsample_rate
+
+    @property
+    def cnn_rate(self) -> int:
+        """Samples per frame of the CNN output and of the predictions (the teacher's rate)."""
+        return self.config.cnn.stride
+
+    @property
+    def receptive_field(self) -> int:
+        """Minimum input length in samples."""
+        return self.config.cnn.receptive_field
+
+    def output_lengths(self, wav_lengths: Tensor) -> Tensor:
+        """[B] samples -> [B] valid frames of ``hidden_states`` (exact conv arithmetic)."""
+        lengths = self.feature_extractor.output_lengths(wav_lengths)
+        if self.config.hidden_states != "heads" and self.time_reduction is not None:
+            k = self.time_reduction.stride
+            lengths = torch.div(lengths + k - 1, k, rounding_mode="floor")
+        return lengths
+
+    def drop_heads(self) -> None:
+        """Remove the prediction heads (after distillation), unless ``config.keep_heads``."""
+        if self.config.keep_heads:
+            return
+        self.heads = nn.ModuleList()
+        self._head_layers = []
+        self.target_layers = []
+        self.heads_dropped = True
+
+    # ------------------------------------------------------------------ forward
+    def forward(self, wavs: Tensor, wav_lengths: Optional[Tensor] = None, with_heads: bool = True,
+                target_frames: Optional[int] = None) -> StudentOutput:
+        """Run the student.
+
+        Args:
+            wavs (Tensor): [B, S] float32, 16 kHz, zero-padded after each utterance.
+            wav_lengths (Tensor): [B] int64 valid samples (default: all S).
+            with_heads: compute the heads' predictions (for the distillation loss).
+            target_frames: frames of the teacher's hidden states the predictions are trimmed /
+                zero-padded to (default: the CNN frame count, which equals the teacher's when the
+                CNN arithmetic matches, as for HuBERT's and FitHuBERT's front ends).
+        Returns:
+            StudentOutput (see its docstring).
+        """
+        if wavs.dim() != 2:
+            raise ValueError(f"wavs must be [B, S], got shape {tuple(wavs.shape)}")
+        b, s = wavs.shape
+        if wav_lengths is None:
+            wav_lengths = torch.full((b,), s, dtype=torch.long, device=wavs.device)
+        wav_lengths = wav_lengths.to(device=wavs.device, dtype=torch.long)
+        if wav_lengths.shape != (b,):
+            raise ValueError(f"wav_lengths must be [B] = [{b}], got shape {tuple(wav_lengths.shape)}")
+        if bool((wav_lengths > s).any()):
+            raise ValueError(f"wav_lengths {wav_lengths.tolist()} exceed the {s} samples of wavs")
+        if bool((wav_lengths < self.receptive_field).any()):
+            raise ValueError(
+                f"every waveform needs at least {self.receptive_field} samples (the CNN's receptive "
+                f"field), got lengths {wav_lengths.tolist()}"
+            )
+        # no work on padding beyond the longest utterance
+        longest = int(wav_lengths.max())
+        if longest < s:
+            wavs = wavs[:, :longest]
+
+        x, cnn_lengths = self.feature_extractor(wavs, wav_lengths)
+        cnn_frames = x.shape[1]
+        tr = self.encoder.transformer
+        x = self.encoder.feature_projection(x)
+        x = _zero_padding(x, cnn_lengths)
+        if tr.pos_conv_embed is not None:
+            x = tr.pos_conv_embed(x)
+        if not self.config.encoder.layer_norm_first:
+            x = tr.layer_norm(x)
+        x = tr.dropout(x)
+        lengths = cnn_lengths
+        if self.time_reduction is not None:
+            x, lengths = self.time_reduction(_zero_padding(x, lengths), lengths)
+
+        mask = key_padding_mask(lengths, x.shape[1])
+        layer_outputs = [x]
+        for layer in tr.layers:
+            x = layer(x, mask)
+            layer_outputs.append(x)
+        if self.config.encoder.layer_norm_first:
+            layer_outputs[-1] = tr.layer_norm(layer_outputs[-1])
+
+        mode = self.config.hidden_states
+        predictions: List[Tensor] = []
+        prediction_lengths: Optional[Tensor] = None
+        if len(self.heads) and (with_heads or mode != "layers"):
+            frames = cnn_frames if target_frames is None else int(target_frames)
+            predictions = [
+                head(layer_outputs[s_layer], frames)
+                for head, s_layer in zip(self.heads, self._head_layers)
+            ]
+            prediction_lengths = cnn_lengths.clamp(max=frames)
+
+        if mode == "heads" and predictions:
+            hidden_states, hs_lengths = list(predictions), prediction_lengths
+        elif mode == "layers+heads" and predictions:
+            hidden_states, hs_lengths = layer_outputs + predictions, lengths
+        else:
+            hidden_states, hs_lengths = list(layer_outputs), lengths
+        if not with_heads:
+            predictions, prediction_lengths = [], None
+        return StudentOutput(
+            hidden_states=hidden_states,
+            lengths=hs_lengths,
+            predictions=predictions,
+            prediction_lengths=prediction_lengths,
+            layer_outputs=layer_outputs,
+            layer_lengths=lengths,
+        )
+
+
+def build_student(cfg: StudentConfig) -> Student:
+    """Build an untrained :class:`Student` (PyTorch default initialisation) from ``cfg``."""
+    return Student(cfg)

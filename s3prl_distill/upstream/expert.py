@@ -1,0 +1,110 @@
+"""S3PRL ``UpstreamExpert`` for s3prl-distill student checkpoints.
+
+``UpstreamExpert(ckpt, model_config=None, **kwargs)`` loads a student (or pretraining) checkpoint
+with :func:`s3prl_distill.checkpoint.load_student` and serves it with S3PRL's upstream interface:
+
+* ``forward(wavs: List[Tensor [S_i]]) -> {"hidden_states": [B, T, D] x L, "last_hidden_state",
+  "hidden_state_{i}", "lengths": [B]}``. The list is zero-padded into one batch whose valid
+  lengths are passed to the student explicitly; every hidden state has one T and one D.
+* ``get_downsample_rates(key) -> int``: the true samples-per-frame of the hidden states
+  (320 for DistilHuBERT; 640 for FitHuBERT with k = 2; see :mod:`s3prl_distill.models.student`).
+
+``model_config`` (optional) is a YAML file with the :class:`ExpertOptions` keys, e.g.
+``keep_heads: true`` to keep and expose heads a checkpoint carries.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass
+from typing import Dict, List, Optional, Sequence
+
+import torch
+from torch import Tensor
+
+from s3prl_distill.checkpoint import load_student
+from s3prl_distill.config import from_dict, load_yaml
+
+try:  # S3PRL's base class gives hooks; the expert also works without S3PRL installed
+    from s3prl.upstream.interfaces import UpstreamBase as _Base
+except Exception:  # pragma: no cover - s3prl is a hard dependency; this only guards odd installs
+    _Base = torch.nn.Module
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["ExpertOptions", "UpstreamExpert", "pad_wavs"]
+
+
+@dataclass
+class ExpertOptions:
+    """Options read from ``model_config``.
+
+    keep_heads: None follows the checkpoint's config; True/False overrides it.
+    """
+
+    keep_heads: Optional[bool] = None
+
+
+def pad_wavs(wavs: Sequence[Tensor]) -> tuple:
+    """List of [S_i] waveforms -> (wavs [B, max S] zero-padded, lengths [B] int64)."""
+    if len(wavs) == 0:
+        raise ValueError("the upstream got an empty list of waveforms")
+    for i, w in enumerate(wavs):
+        if not isinstance(w, Tensor) or w.dim() != 1:
+            shape = tuple(w.shape) if isinstance(w, Tensor) else type(w).__name__
+            raise ValueError(f"waveform {i} must be a 1-D tensor [S] (16 kHz mono), got {shape}")
+    lengths = torch.tensor([w.shape[0] for w in wavs], dtype=torch.long, device=wavs[0].device)
+    batch = wavs[0].new_zeros(len(wavs), int(lengths.max()))
+    for i, w in enumerate(wavs):
+        batch[i, : w.shape[0]] = w
+    return batch, lengths
+
+
+class UpstreamExpert(_Base):
+    """S3PRL upstream serving a student checkpoint (heads dropped unless kept)."""
+
+    def __init__(self, ckpt: str, model_config: Optional[str] = None, **kwargs):
+        super().__init__(**kwargs)
+        if ckpt is None:
+            raise ValueError("UpstreamExpert needs ckpt=PATH to an s3prl-distill student checkpoint")
+        options = ExpertOptions()
+        if model_config:
+            options = from_dict(ExpertOptions, load_yaml(model_config), where=os.fspath(model_config))
+        self.model, self.meta = load_student(ckpt, keep_heads=options.keep_heads)
+        self.model.eval()
+        self.ckpt = os.fspath(ckpt)
+        logger.info(
+            "loaded %s student from %s: %d hidden states of dim %d at %d samples/frame",
+            self.model.config.family, ckpt, self.num_hidden_states, self.model.dim,
+            self.model.downsample_rate,
+        )
+
+    @property
+    def num_hidden_states(self) -> int:
+        cfg = self.model.config
+        n_layers = cfg.encoder.num_layers + 1
+        n_heads = len(self.model.heads)
+        if cfg.hidden_states == "heads" and n_heads:
+            return n_heads
+        if cfg.hidden_states == "layers+heads":
+            return n_layers + n_heads
+        return n_layers
+
+    def get_downsample_rates(self, key: str) -> int:
+        """Samples per frame of every hidden state (the same for all keys)."""
+        return self.model.downsample_rate
+
+    def forward(self, wavs: List[Tensor]) -> Dict[str, object]:
+        """wavs: list of B tensors [S_i] (16 kHz) -> dict with ``hidden_states`` (list of [B, T, D])."""
+        batch, lengths = pad_wavs(wavs)
+        out = self.model(batch, lengths, with_heads=False)
+        states = list(out.hidden_states)
+        result: Dict[str, object] = {
+            "hidden_states": states,
+            "last_hidden_state": states[-1],
+            "lengths": out.lengths,
+        }
+        for i, h in enumerate(states):
+            result[f"hidden_state_{i}"] = h
+        return result
