@@ -7,7 +7,7 @@ loss:            # LossConfig (here)
   type: distilhubert      # distilhubert | fithubert
   cos_weight: 1.0         # DistilHuBERT lambda (Eq. 1)
   hint_weight: 0.1        # FitHuBERT lambda (Eq. 3)
-init:            # InitConfig (here)
+init:            # InitConfig (s3prl_distill.models.config, re-exported here)
   from_teacher: true      # copy the teacher's CNN + first num_layers transformer layers
   num_layers: 2
 ```
@@ -23,6 +23,8 @@ from dataclasses import dataclass, field
 from typing import Any, Dict, Literal, Mapping, Optional, Union
 
 from s3prl_distill.config import ConfigError, from_dict, load_yaml, to_dict
+# the init: section is owned by the student models (one definition, re-exported here)
+from s3prl_distill.models.config import InitConfig
 
 __all__ = ["LossConfig", "InitConfig", "DistillConfig", "SECTIONS"]
 
@@ -47,23 +49,6 @@ class LossConfig:
             raise ConfigError(f"cos_weight: expected a number >= 0, got {self.cos_weight}")
         if self.hint_weight < 0:
             raise ConfigError(f"hint_weight: expected a number >= 0, got {self.hint_weight}")
-
-
-@dataclass
-class InitConfig:
-    """Initialise the student from the teacher before distillation (DistilHuBERT, Sec. 2).
-
-    ``from_teacher: true`` copies the teacher's CNN feature extractor, feature projection,
-    positional convolution and its first ``num_layers`` transformer layers into the student
-    (parameter names shared, see docs/ARCHITECTURE.md); shapes must match.
-    """
-
-    from_teacher: bool = False
-    num_layers: int = 0
-
-    def validate(self) -> None:
-        if self.num_layers < 0:
-            raise ConfigError(f"num_layers: expected an integer >= 0, got {self.num_layers}")
 
 
 def _student_config_cls():

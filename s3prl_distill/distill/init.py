@@ -1,0 +1,55 @@
+"""Initialise a student from its teacher (DistilHuBERT Sec. 2: CNN + first layers copied).
+
+The teacher hands over its CNN front end and first ``num_layers`` transformer layers already in
+the student's parameter names (``Teacher.student_init_state``); this module checks every key
+and shape against the student and loads them, so a mismatch is an error that names the
+parameter instead of a silent partial copy.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Dict, List
+
+import torch
+from torch import Tensor, nn
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["init_student_from_teacher", "load_init_state"]
+
+
+def load_init_state(student: nn.Module, state: Dict[str, Tensor], where: str = "teacher") -> List[str]:
+    """Copy ``state`` (student parameter names) into ``student``; returns the copied names.
+
+    Raises:
+        ValueError: a key is not a student parameter/buffer, or its shape differs.
+    """
+    own = student.state_dict()
+    unknown = sorted(k for k in state if k not in own)
+    if unknown:
+        raise ValueError(
+            f"{where}: cannot initialise the student: {len(unknown)} parameter(s) are not in the "
+            f"student: {unknown[:5]}{' ...' if len(unknown) > 5 else ''}"
+        )
+    for key, value in state.items():
+        if tuple(own[key].shape) != tuple(value.shape):
+            raise ValueError(
+                f"{where}: cannot initialise student parameter {key}: teacher shape "
+                f"{tuple(value.shape)}, student shape {tuple(own[key].shape)}"
+            )
+    with torch.no_grad():
+        for key, value in state.items():
+            own[key].copy_(value.to(own[key].dtype))
+    return sorted(state)
+
+
+def init_student_from_teacher(student: nn.Module, teacher: nn.Module, init_cfg) -> List[str]:
+    """Apply ``init_cfg`` (:class:`~s3prl_distill.distill.config.InitConfig`); returns copied keys."""
+    if not init_cfg.from_teacher:
+        return []
+    state = teacher.student_init_state(init_cfg.num_layers)
+    copied = load_init_state(student, state, where=f"{type(teacher).__name__}")
+    logger.info("initialised %d student tensors from the teacher (CNN + %d layers)", len(copied),
+                init_cfg.num_layers)
+    return copied

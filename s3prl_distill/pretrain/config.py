@@ -1,0 +1,198 @@
+"""Typed runner configs for pretraining (the ``-c`` YAML), S3PRL's layout kept.
+
+```yaml
+runner:
+  total_steps: 200000           # optimizer updates (n_epochs > 0 overrides it)
+  n_epochs: -1
+  gradient_clipping: 10.0
+  gradient_accumulate_steps: 1
+  log_step: 50
+  save_step: 5000
+  max_keep: 5                   # keep the last N checkpoints
+  precision: fp32               # fp32 | bf16 | fp16 (autocast where the device supports it)
+optimizer:                      # S3PRL's TorchOptim naming: any torch.optim class
+  name: TorchOptim
+  torch_optim_name: Adam
+  lr: 2.0e-4
+scheduler:
+  name: linear_schedule_with_warmup
+  warmup_proportion: 0.07       # or num_warmup_steps: N
+pretrain_expert:
+  datarc: {...}                 # DataConfig
+```
+Everything is parsed strictly with :func:`s3prl_distill.config.from_dict`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import List, Literal, Optional, Tuple
+
+from s3prl_distill.config import ConfigError
+
+__all__ = [
+    "DataConfig",
+    "RunnerSection",
+    "OptimizerConfig",
+    "SchedulerConfig",
+    "ExpertConfig",
+    "PretrainConfig",
+]
+
+
+@dataclass
+class DataConfig:
+    """Where the audio is and how batches are made (``pretrain_expert.datarc``).
+
+    Exactly one source: ``libri_root`` (+ ``sets``: LibriSpeech subsets such as
+    ``train-clean-100``), ``audio_dir`` (any folder tree of audio files), or ``file_list`` (a text
+    file, one audio path per line, relative paths from the list's folder).
+
+    Attributes:
+        train_batch_size: utterances per micro-batch over ALL processes (split across DDP ranks).
+        length_index: file of per-utterance lengths, written once and reused (default: a file
+            named after the source under ``$XDG_CACHE_HOME/s3prl_distill``).
+        crop_seconds: random crop of longer utterances (0: no crop).
+        min_seconds: utterances shorter than this are skipped (besides the model's receptive field).
+        max_seconds: utterances longer than this are skipped (0: no limit).
+        bucketing: batch utterances of similar length (sorted, chunked, batch order shuffled).
+        bad_files: ``skip`` (count and log them) or ``error`` (stop, naming the file).
+        on_resample: other sample rates are resampled with a warning (``warn``) or are bad files
+            (``error``).
+        on_multichannel: multi-channel files are averaged (``mix``) or are bad files (``error``).
+    """
+
+    train_batch_size: int = 24
+    num_workers: int = 0
+    libri_root: Optional[str] = None
+    sets: List[str] = field(default_factory=lambda: ["train-clean-100", "train-clean-360",
+                                                      "train-other-500"])
+    audio_dir: Optional[str] = None
+    file_list: Optional[str] = None
+    extensions: List[str] = field(default_factory=lambda: [".flac", ".wav"])
+    length_index: Optional[str] = None
+    sample_rate: int = 16000
+    crop_seconds: float = 0.0
+    min_seconds: float = 0.0
+    max_seconds: float = 0.0
+    bucketing: bool = True
+    shuffle: bool = True
+    drop_last: bool = False
+    bad_files: Literal["skip", "error"] = "skip"
+    on_resample: Literal["warn", "error"] = "warn"
+    on_multichannel: Literal["mix", "error"] = "error"
+
+    def validate(self) -> None:
+        given = [k for k in ("libri_root", "audio_dir", "file_list") if getattr(self, k)]
+        if len(given) != 1:
+            raise ConfigError(
+                "give exactly one data source: libri_root (+ sets), audio_dir or file_list; "
+                f"got {given or 'none'}"
+            )
+        if self.libri_root and not self.sets:
+            raise ConfigError("sets: expected at least one LibriSpeech subset with libri_root")
+        if self.train_batch_size < 1:
+            raise ConfigError(f"train_batch_size: expected >= 1, got {self.train_batch_size}")
+        if self.num_workers < 0:
+            raise ConfigError(f"num_workers: expected >= 0, got {self.num_workers}")
+        for key in ("crop_seconds", "min_seconds", "max_seconds"):
+            if getattr(self, key) < 0:
+                raise ConfigError(f"{key}: expected >= 0, got {getattr(self, key)}")
+        if self.sample_rate <= 0:
+            raise ConfigError(f"sample_rate: expected > 0, got {self.sample_rate}")
+
+    @property
+    def source_kind(self) -> str:
+        if self.libri_root:
+            return "librispeech"
+        if self.audio_dir:
+            return "folder"
+        return "file_list"
+
+
+@dataclass
+class RunnerSection:
+    """Loop settings (S3PRL's ``runner:`` keys plus ``precision``)."""
+
+    total_steps: int = 200000
+    n_epochs: int = -1
+    gradient_clipping: float = 10.0
+    gradient_accumulate_steps: int = 1
+    log_step: int = 50
+    save_step: int = 5000
+    max_keep: int = 5
+    fp16: bool = False  # S3PRL's key; same as precision: fp16
+    precision: Literal["fp32", "bf16", "fp16"] = "fp32"
+    find_unused_parameters: bool = False
+
+    def validate(self) -> None:
+        for key in ("gradient_accumulate_steps", "log_step", "save_step", "max_keep"):
+            if getattr(self, key) < 1:
+                raise ConfigError(f"{key}: expected >= 1, got {getattr(self, key)}")
+        if self.n_epochs <= 0 and self.total_steps < 1:
+            raise ConfigError("total_steps: expected >= 1 (or n_epochs > 0)")
+        if self.gradient_clipping <= 0:
+            raise ConfigError(f"gradient_clipping: expected > 0, got {self.gradient_clipping}")
+
+    @property
+    def amp_precision(self) -> str:
+        return "fp16" if self.fp16 and self.precision == "fp32" else self.precision
+
+
+@dataclass
+class OptimizerConfig:
+    """``TorchOptim`` + ``torch_optim_name`` (Adam, AdamW, ...) as in S3PRL, or ``Adam``/``AdamW``."""
+
+    name: Literal["TorchOptim", "Adam", "AdamW"] = "TorchOptim"
+    torch_optim_name: Optional[Literal["Adam", "AdamW", "SGD"]] = "Adam"
+    lr: float = 2.0e-4
+    betas: Tuple[float, float] = (0.9, 0.999)
+    eps: float = 1.0e-8
+    weight_decay: float = 0.0
+
+    def validate(self) -> None:
+        if self.lr <= 0:
+            raise ConfigError(f"lr: expected > 0, got {self.lr}")
+
+    @property
+    def torch_class(self) -> str:
+        return self.torch_optim_name if self.name == "TorchOptim" else self.name
+
+
+@dataclass
+class SchedulerConfig:
+    """Linear warm-up to ``lr`` then linear decay to 0 at the last step (DistilHuBERT, FitHuBERT)."""
+
+    name: Literal["linear_schedule_with_warmup", "constant"] = "linear_schedule_with_warmup"
+    num_warmup_steps: Optional[int] = None
+    warmup_proportion: Optional[float] = None
+
+    def validate(self) -> None:
+        if self.num_warmup_steps is not None and self.warmup_proportion is not None:
+            raise ConfigError("give num_warmup_steps or warmup_proportion, not both")
+        if self.warmup_proportion is not None and not 0 <= self.warmup_proportion <= 1:
+            raise ConfigError(f"warmup_proportion: expected in [0, 1], got {self.warmup_proportion}")
+        if self.num_warmup_steps is not None and self.num_warmup_steps < 0:
+            raise ConfigError(f"num_warmup_steps: expected >= 0, got {self.num_warmup_steps}")
+
+    def warmup_steps(self, total_steps: int) -> int:
+        if self.num_warmup_steps is not None:
+            return self.num_warmup_steps
+        if self.warmup_proportion is not None:
+            return int(round(self.warmup_proportion * total_steps))
+        return 0
+
+
+@dataclass
+class ExpertConfig:
+    datarc: DataConfig
+
+
+@dataclass
+class PretrainConfig:
+    """The whole runner YAML (``-c``)."""
+
+    runner: RunnerSection
+    optimizer: OptimizerConfig
+    pretrain_expert: ExpertConfig
+    scheduler: Optional[SchedulerConfig] = None
