@@ -18,7 +18,7 @@ def tiny_arch(extractor_mode: str = "group_norm", layer_norm_first: bool = False
     args = dict(
         extractor_mode=extractor_mode, conv_layers=list(TINY_CONV), conv_bias=False, embed_dim=64,
         pos_conv_kernel=16, pos_conv_groups=4, num_layers=2, num_heads=4, ffn_dim=128,
-        layer_norm_first=layer_norm_first, num_buckets=16, max_distance=64,
+        layer_norm_first=layer_norm_first,
     )
     args.update(kw)
     return Wav2Vec2Arch(**args)

@@ -108,7 +108,7 @@ def test_dropout_would_have_changed_outputs(tmp_path):
 
 
 def test_wrapped_state_dict_with_arch_and_wavlm(tmp_path):
-    arch = tiny_arch("layer_norm", True)
+    arch = tiny_arch("layer_norm", True, num_buckets=16, max_distance=64)
     model = tiny_model(arch, kind="wavlm")
     path = tmp_path / "wavlm.pt"
     torch.save({"state_dict": model.state_dict(), "arch": {"num_heads": 4, "layer_norm_first": True,

@@ -353,8 +353,8 @@ class Wav2Vec2Teacher(Teacher):
         x = x.masked_fill(~valid[..., None], 0.0)
         attention_mask: Optional[Tensor] = None
         key_padding_mask: Optional[Tensor] = None
-        if self.arch == "wavlm":
-            key_padding_mask = ~valid
+        if self.arch == "wavlm":  # additive float mask: same dtype as WavLM's position bias
+            key_padding_mask = -10000.0 * (~valid).to(x.dtype)
         else:
             batch, frames = valid.shape
             attention_mask = (-10000.0 * (~valid)[:, None, None, :].to(x.dtype)).expand(batch, 1, frames, frames)
