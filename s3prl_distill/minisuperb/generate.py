@@ -76,6 +76,9 @@ class CorpusConfig:
         for task in ("ks", "ic", "pr"):
             if getattr(self, f"{task}_train_speakers") > self.seen_voices:
                 raise ConfigError(f"{task}_train_speakers exceeds seen_voices ({self.seen_voices})")
+        if self.ic_train_speakers * self.ic_utts_per_speaker < len(text.INTENTS):
+            raise ConfigError(f"ic_train_speakers * ic_utts_per_speaker must cover all "
+                              f"{len(text.INTENTS)} intents")
         if self.sid_speakers > self.seen_voices:
             raise ConfigError(f"sid_speakers exceeds seen_voices ({self.seen_voices})")
 
@@ -91,8 +94,8 @@ PRESETS: Dict[str, CorpusConfig] = {
                           pr_utts_per_speaker=5),
     "tiny": CorpusConfig(seen_voices=6, heldout_voices=3, ks_train_speakers=4, ks_dev_speakers=2,
                          ks_test_speakers=2, ks_noise_files=1, ks_test_silence=2,
-                         ic_train_speakers=3, ic_dev_speakers=1, ic_test_speakers=2,
-                         ic_utts_per_speaker=2, sid_speakers=3, sid_train_utts=2,
+                         ic_train_speakers=3, ic_dev_speakers=1, ic_test_speakers=1,
+                         ic_utts_per_speaker=10, sid_speakers=3, sid_train_utts=2,
                          sid_dev_utts=1, sid_test_utts=1, pr_train_speakers=2,
                          pr_dev_speakers=1, pr_test_speakers=1, pr_utts_per_speaker=2),
 }
@@ -220,14 +223,15 @@ def _gen_ic(root: Path, cfg: CorpusConfig, seen: List[Voice], held: List[Voice],
     for split, voices in _voices_for(rng, seen, held, cfg.ic_train_speakers, cfg.ic_dev_speakers,
                                      cfg.ic_test_speakers):
         rows = []
+        cycle: List[text.Intent] = []  # every intent once before any repeats (train covers all)
         for voice in voices:
             spk = "".join(rng.choice("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789")
                           for _ in range(16))
             talker = _Speaker(voice, rng, cfg.snr_db)
-            intents = [text.INTENTS[i % len(text.INTENTS)] for i in range(cfg.ic_utts_per_speaker)]
-            if cfg.ic_utts_per_speaker < len(text.INTENTS):
-                intents = rng.sample(list(text.INTENTS), cfg.ic_utts_per_speaker)
-            for intent in intents:
+            for _ in range(cfg.ic_utts_per_speaker):
+                if not cycle:
+                    cycle = rng.sample(list(text.INTENTS), len(text.INTENTS))
+                intent = cycle.pop()
                 phrase = rng.choice(intent.phrasings)
                 rel = f"wavs/speakers/{spk}/{uuid.UUID(int=rng.getrandbits(128))}.wav"
                 _write(base / rel, talker.say(phrase))
@@ -274,6 +278,7 @@ def _gen_pr(root: Path, cfg: CorpusConfig, seen: List[Voice], held: List[Voice],
                                      cfg.pr_test_speakers):
         name = layouts.PR_SPLITS[split]
         rows = []
+        cycle: List[text.Intent] = []  # every intent once before any repeats (train covers all)
         for voice in voices:
             spk_number += rng.randint(1, 97)
             spk, chapter = str(spk_number), str(rng.randint(1000, 99999))
