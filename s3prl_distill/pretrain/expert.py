@@ -25,7 +25,8 @@ import torch
 from torch import Tensor, nn
 from torch.utils.data import DataLoader
 
-from s3prl_distill.config import ConfigError, from_dict, load_yaml, to_dict
+from s3prl_distill.checkpoint import student_checkpoint
+from s3prl_distill.config import ConfigError, from_dict, load_yaml
 from s3prl_distill.distill.config import DistillConfig
 from s3prl_distill.distill.losses import build_loss
 from s3prl_distill.distill.task import DistillationTask
@@ -35,25 +36,7 @@ from s3prl_distill.pretrain.samplers import BucketBatchSampler
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["UpstreamPretrainExpert", "student_checkpoint", "STUDENT_FORMAT", "STUDENT_VERSION"]
-
-STUDENT_FORMAT = "s3prl_distill.student"
-STUDENT_VERSION = 1
-
-
-def student_checkpoint(student: nn.Module, teacher: Optional[nn.Module],
-                       training: Mapping[str, Any]) -> Dict[str, Any]:
-    """The student checkpoint dict of docs/ARCHITECTURE.md (tensors and plain data only)."""
-    describe = getattr(teacher, "describe", None)
-    return {
-        "format": STUDENT_FORMAT,
-        "version": STUDENT_VERSION,
-        "config": to_dict(student.config),
-        "state_dict": {k: v.detach().cpu().clone() for k, v in student.state_dict().items()},
-        "teacher": describe() if callable(describe) else {},
-        "training": dict(training),
-    }
-
+__all__ = ["UpstreamPretrainExpert"]
 
 def _model_data(upstream_config: Union[str, os.PathLike, Mapping[str, Any]]) -> tuple:
     if isinstance(upstream_config, Mapping):
@@ -147,7 +130,7 @@ class UpstreamPretrainExpert(nn.Module):
     def add_state_to_save(self, all_states: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
         """Add the student checkpoint keys (and S3PRL's ``Upstream_Config``) to ``all_states``."""
         step = all_states.get("Step", all_states.get("step", 0))
-        all_states.update(student_checkpoint(self.model, self.teacher, {"step": int(step)}))
+        all_states.update(student_checkpoint(self.model, self.teacher.describe(), {"step": int(step)}))
         all_states["Upstream_Config"] = self.upstream_config
         all_states["model_config"] = self.upstream_config
         return all_states
