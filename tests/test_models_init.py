@@ -1,0 +1,123 @@
+"""Teacher initialisation (numerically the teacher's own layers) and the ``init`` command."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torchaudio  # noqa: F401  (after s3prl_distill: the shim)
+import yaml
+
+import s3prl_distill  # noqa: F401
+from s3prl_distill import cli
+from s3prl_distill.checkpoint import load_student
+from s3prl_distill.commands.init import parse_teacher_spec
+from s3prl_distill.config import ConfigError, from_dict
+from s3prl_distill.distill.init import init_student_from_teacher
+from s3prl_distill.models import InitConfig, StudentConfig, build_student
+from s3prl_distill.teachers import build_teacher
+
+CONV = [(8, 10, 5), (8, 3, 2), (8, 2, 2)]
+
+
+@pytest.fixture
+def teacher_file(tmp_path):
+    """A random torchaudio HuBERT-style model (3 layers x 16) saved as a state dict."""
+    from torchaudio.models import wav2vec2_model
+
+    torch.manual_seed(0)
+    model = wav2vec2_model(
+        extractor_mode="group_norm", extractor_conv_layer_config=CONV, extractor_conv_bias=False,
+        encoder_embed_dim=16, encoder_projection_dropout=0.0, encoder_pos_conv_kernel=4,
+        encoder_pos_conv_groups=2, encoder_num_layers=3, encoder_num_heads=2,
+        encoder_attention_dropout=0.0, encoder_ff_interm_features=32, encoder_ff_interm_dropout=0.0,
+        encoder_dropout=0.0, encoder_layer_norm_first=False, encoder_layer_drop=0.0, aux_num_out=None,
+    )
+    path = tmp_path / "teacher.pt"
+    torch.save(model.state_dict(), path)
+    return path
+
+
+def teacher_section(path):
+    return {"source": "torchaudio", "path": str(path), "arch": "hubert",
+            "arch_config": {"conv_layers": [list(c) for c in CONV], "embed_dim": 16,
+                            "pos_conv_kernel": 4, "pos_conv_groups": 2, "num_layers": 3,
+                            "num_heads": 2, "ffn_dim": 32}}
+
+
+def student_section(num_layers=2):
+    return {"family": "distilhubert",
+            "cnn": {"layers": [{"channels": c, "kernel": k, "stride": s} for c, k, s in CONV]},
+            "encoder": {"dim": 16, "ffn_dim": 32, "num_heads": 2, "num_layers": num_layers,
+                        "pos_conv_kernel": 4, "pos_conv_groups": 2},
+            "teacher_dim": 16, "teacher_layers": 3,
+            "heads": [{"student_layer": num_layers, "teacher_layer": 3}]}
+
+
+def test_initialised_student_reproduces_the_teacher(teacher_file):
+    teacher = build_teacher(teacher_section(teacher_file))
+    student = build_student(from_dict(StudentConfig, student_section(3), where="test")).eval()
+    init_student_from_teacher(student, teacher, InitConfig(from_teacher=True, num_layers=3))
+    wavs = torch.randn(2, 4000)
+    lens = torch.tensor([4000, 2500])
+    with torch.no_grad():
+        t = teacher(wavs, lens)
+        s = student(wavs, lens)
+    assert torch.equal(t.lengths, s.lengths)
+    assert len(t.hidden_states) == len(s.hidden_states) == 4
+    for a, b in zip(t.hidden_states, s.hidden_states):
+        for i, n in enumerate(lens.tolist()):
+            n_frames = int(s.lengths[i])
+            assert torch.allclose(a[i, :n_frames], b[i, :n_frames], atol=1e-4)
+
+
+def test_mismatched_student_is_named(teacher_file):
+    teacher = build_teacher(teacher_section(teacher_file))
+    data = student_section(2)
+    data["encoder"]["ffn_dim"] = 24
+    student = build_student(from_dict(StudentConfig, data, where="test"))
+    with pytest.raises(ValueError, match="intermediate_dense"):
+        init_student_from_teacher(student, teacher, InitConfig(from_teacher=True, num_layers=2))
+
+
+def test_init_command_writes_teacher_initialised_checkpoint(tmp_path, teacher_file, capsys):
+    cfg_path = tmp_path / "model.yaml"
+    cfg_path.write_text(yaml.safe_dump({
+        "student": student_section(2), "teacher": teacher_section(tmp_path / "elsewhere.pt"),
+        "loss": {"type": "distilhubert"}, "init": {"from_teacher": True, "num_layers": 2}}))
+    out = tmp_path / "init.ckpt"
+    # --teacher overrides the section's path
+    rc = cli.main(["init", str(cfg_path), "-o", str(out), "--teacher", f"path={teacher_file}"])
+    assert rc == 0 and "tensors from the teacher" in capsys.readouterr().out
+    student, meta = load_student(out)
+    assert meta["training"]["initialised_from_teacher"] and meta["teacher"]["source"] == "torchaudio"
+    teacher = build_teacher(teacher_section(teacher_file))
+    ref = teacher.student_init_state(2)
+    own = student.state_dict()
+    assert all(torch.equal(own[k], v) for k, v in ref.items())
+
+    rc = cli.main(["init", str(cfg_path), "-o", str(tmp_path / "rand.ckpt"), "--no-teacher-init",
+                   "--teacher", f"path={teacher_file}"])
+    assert rc == 0
+    rand, meta = load_student(tmp_path / "rand.ckpt")
+    assert not meta["training"]["initialised_from_teacher"]
+    key = "encoder.transformer.layers.0.attention.q_proj.weight"
+    assert not torch.equal(rand.state_dict()[key], ref[key])
+
+
+def test_init_command_without_teacher_section(tmp_path):
+    cfg_path = tmp_path / "model.yaml"
+    cfg_path.write_text(yaml.safe_dump({"student": student_section(2),
+                                        "init": {"from_teacher": True, "num_layers": 2}}))
+    with pytest.raises(ConfigError, match="model.yaml.*teacher"):
+        cli.main(["init", str(cfg_path), "-o", str(tmp_path / "x.ckpt")])
+
+
+def test_parse_teacher_spec(tmp_path):
+    assert parse_teacher_spec("source=fairseq,path=/d/h.pt,arch=hubert") == {
+        "source": "fairseq", "path": "/d/h.pt", "arch": "hubert"}
+    assert parse_teacher_spec("source=whisper_ct2,path=null") == {"source": "whisper_ct2", "path": None}
+    spec = tmp_path / "t.yaml"
+    spec.write_text("teacher: {source: fairseq, path: /x.pt}\n")
+    assert parse_teacher_spec(str(spec)) == {"source": "fairseq", "path": "/x.pt"}
+    with pytest.raises(ConfigError, match="key=value"):
+        parse_teacher_spec("fairseq")
