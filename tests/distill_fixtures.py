@@ -45,7 +45,7 @@ def student_section(style: str = "distilhubert", dropout: float = 0.0) -> Dict[s
                "activation_dropout": dropout}
     cnn = {"layers": [{"channels": c, "kernel": k, "stride": s} for c, k, s in TINY_CONV]}
     if style == "distilhubert":
-        encoder.update(dim=32, ffn_dim=64)
+        encoder.update(dim=32, ffn_dim=64, pos_conv_kernel=16)  # = the teacher (init test)
         heads = [{"student_layer": 2, "teacher_layer": 1, "type": "mlp", "inner_dim": 32},
                  {"student_layer": 2, "teacher_layer": 2, "type": "mlp", "inner_dim": 32}]
         return {"family": "custom", "cnn": cnn, "encoder": encoder, "heads": heads,
