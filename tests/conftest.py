@@ -59,33 +59,55 @@ def make_wav(tmp_path) -> Callable[..., Path]:
 SPEECH_COMMANDS_WORDS = ("yes", "no", "up", "down", "left", "right", "on", "off", "stop", "go")
 
 
+def speech_commands_split_of(speaker: str) -> str:
+    """Which split Speech Commands' published rule puts ``speaker`` in: train / dev / test.
+
+    The rule (also S3PRL's ``split_dataset``): SHA-1 of the speaker id, as a percentage of
+    2**27 - 1; below 10 -> dev, below 20 -> test (discarded by S3PRL), else train.
+    """
+    import hashlib
+
+    most = 2**27 - 1
+    percent = (int(hashlib.sha1(speaker.encode("utf-8")).hexdigest(), 16) % (most + 1)) * (100.0 / most)
+    return "dev" if percent < 10 else ("test" if percent < 20 else "train")
+
+
+def _speakers(split: str, count: int):
+    found, i = [], 0
+    while len(found) < count:
+        name = f"spk{i:04d}"
+        if speech_commands_split_of(name) == split:
+            found.append(name)
+        i += 1
+    return found
+
+
 def make_speech_commands_layout(root, words: Iterable[str] = SPEECH_COMMANDS_WORDS,
-                                per_word: int = 2, test_per_word: int = 1,
-                                seconds: float = 0.5) -> Dict[str, Path]:
+                                per_word: int = 2, dev_per_word: int = 1, test_per_word: int = 1,
+                                seconds: float = 0.5, sr: int = 16000) -> Dict[str, Path]:
     """Tiny Speech Commands v0.01 train + test folders in the layout S3PRL's KS task reads.
 
-    ``<root>/train/<word>/<spk>_nohash_<i>.wav`` with ``validation_list.txt`` / ``testing_list.txt``,
-    a ``_background_noise_`` folder, and ``<root>/test/<word|_unknown_|_silence_>/...``.
+    ``<root>/train/<word>/<speaker>_nohash_0.wav`` with speakers chosen so that S3PRL's hash split
+    puts ``per_word`` per word in train and ``dev_per_word`` in dev, a ``_background_noise_``
+    folder (2 s, for ``_silence_``), and ``<root>/test/<word|_unknown_|_silence_>/*.wav``.
+    Each word is a tone of its own pitch, so a classifier can learn it.
     Returns ``{"train": Path, "test": Path}``.
     """
     root = Path(root)
     train, test = root / "train", root / "test"
-    val_lines = []
+    train_spk, dev_spk = _speakers("train", per_word), _speakers("dev", dev_per_word)
     words = list(words)
     for w_i, word in enumerate(words):
-        for i in range(per_word):
-            rel = f"{word}/spk{i:02d}_nohash_0.wav"
-            write_wave(train / rel, seconds=seconds, freq=200.0 + 60 * w_i, seed=w_i * 100 + i)
-            if i == per_word - 1:
-                val_lines.append(rel)
+        freq = 200.0 + 60 * w_i
+        for i, spk in enumerate(train_spk + dev_spk):
+            write_wave(train / word / f"{spk}_nohash_0.wav", seconds=seconds, sr=sr, freq=freq,
+                       seed=w_i * 100 + i)
         for i in range(test_per_word):
-            write_wave(test / word / f"t{i:02d}_nohash_0.wav", seconds=seconds,
-                       freq=200.0 + 60 * w_i, seed=10_000 + w_i * 100 + i)
-    (train / "validation_list.txt").write_text("\n".join(val_lines) + "\n")
-    (train / "testing_list.txt").write_text("")
-    write_wave(train / "_background_noise_" / "noise.wav", seconds=2.0, freq=50.0, seed=7)
-    write_wave(test / "_unknown_" / "u00_nohash_0.wav", seconds=seconds, freq=900.0, seed=77)
-    write_wave(test / "_silence_" / "s00_nohash_0.wav", seconds=seconds, freq=30.0, seed=78)
+            write_wave(test / word / f"t{i:02d}_nohash_0.wav", seconds=seconds, sr=sr, freq=freq,
+                       seed=10_000 + w_i * 100 + i)
+    write_wave(train / "_background_noise_" / "noise.wav", seconds=2.0, sr=sr, freq=50.0, seed=7)
+    write_wave(test / "_unknown_" / "u00_nohash_0.wav", seconds=seconds, sr=sr, freq=900.0, seed=77)
+    write_wave(test / "_silence_" / "s00_nohash_0.wav", seconds=seconds, sr=sr, freq=30.0, seed=78)
     return {"train": train, "test": test}
 
 
