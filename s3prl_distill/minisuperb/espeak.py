@@ -1,6 +1,7 @@
 """eSpeak NG driven through ctypes, from the ``espeakng-loader`` wheel (library + data, no apt).
 
-One process-wide engine (eSpeak NG keeps global state): :func:`engine` returns it. It speaks text
+One process-wide engine (eSpeak NG keeps global state): :func:`engine` returns it; the same
+sequence of calls in a fresh process gives the same samples. It speaks text
 with a :class:`Voice` (language/accent, variant, pitch, pitch range, speaking rate) into a float32
 waveform at the engine's native rate (22,050 Hz), and transcribes words to eSpeak phoneme names.
 
@@ -98,6 +99,8 @@ class Espeak:
             ctypes.c_uint, ctypes.c_void_p, ctypes.c_void_p,
         ]
         lib.espeak_Synchronize.restype = ctypes.c_int
+        lib.espeak_ng_SetRandSeed.restype = None
+        lib.espeak_ng_SetRandSeed.argtypes = [ctypes.c_long]
         lib.espeak_TextToPhonemes.restype = ctypes.c_char_p
         lib.espeak_TextToPhonemes.argtypes = [
             ctypes.POINTER(ctypes.c_char_p), ctypes.c_int, ctypes.c_int
@@ -125,8 +128,12 @@ class Espeak:
                 raise EspeakError(f"eSpeak NG has no voice {name!r} (expected language+variant)")
             self._voice = name
 
-    def synthesize(self, text: str, voice: Voice) -> np.ndarray:
-        """Speak ``text`` with ``voice``.
+    def synthesize(self, text: str, voice: Voice, seed: int = 0) -> np.ndarray:
+        """Speak ``text`` with ``voice``; ``seed`` seeds eSpeak's own random numbers.
+
+        eSpeak NG also keeps hidden state between utterances (the output for the same arguments
+        drifts by a few samples within one process), so a reproducible sequence of utterances
+        needs a fresh process (as :func:`~s3prl_distill.minisuperb.generate.generate_corpus` does).
 
         Returns:
             np.ndarray [S] float32 in [-1, 1] at :attr:`sample_rate`.
@@ -139,6 +146,7 @@ class Espeak:
                                  (_RANGE, voice.pitch_range), (_VOLUME, 100)):
                 self._lib.espeak_SetParameter(param, int(value), 0)
             self._chunks = []
+            self._lib.espeak_ng_SetRandSeed(int(seed) & 0x7FFFFFFF)
             data = text.encode("utf-8")
             err = self._lib.espeak_Synth(data, len(data) + 1, 0, 0, 0, _CHARS_UTF8, None, None)
             self._lib.espeak_Synchronize()

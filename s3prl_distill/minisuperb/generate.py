@@ -16,6 +16,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import multiprocessing
 import random
 import time
 import uuid
@@ -121,7 +122,7 @@ class _Speaker:
         jittered = replace(v, rate=max(80, int(v.rate * rng.uniform(0.92, 1.08))),
                            pitch=min(100, max(0, v.pitch + rng.randint(-5, 5))))
         eng = engine()
-        wav = eng.synthesize(words, jittered)
+        wav = eng.synthesize(words, jittered, seed=rng.getrandbits(31))
         wav = resample(torch.from_numpy(wav), eng.sample_rate, SAMPLE_RATE).numpy()
         low, high = snr_db or self.snr_db
         power = float(np.mean(wav ** 2)) + 1e-10
@@ -277,8 +278,6 @@ def _gen_pr(root: Path, cfg: CorpusConfig, seen: List[Voice], held: List[Voice],
     for split, voices in _voices_for(rng, seen, held, cfg.pr_train_speakers, cfg.pr_dev_speakers,
                                      cfg.pr_test_speakers):
         name = layouts.PR_SPLITS[split]
-        rows = []
-        cycle: List[text.Intent] = []  # every intent once before any repeats (train covers all)
         for voice in voices:
             spk_number += rng.randint(1, 97)
             spk, chapter = str(spk_number), str(rng.randint(1000, 99999))
@@ -290,16 +289,30 @@ def _gen_pr(root: Path, cfg: CorpusConfig, seen: List[Voice], held: List[Voice],
                 _write(folder / f"{uid}.flac", talker.say(sentence))
                 lines.append((uid, sentence))
                 used_words.update(sentence.split())
-                rows.append((str((folder / f"{uid}.flac").relative_to(root)), sentence.upper()))
             layouts.write_librispeech_transcripts(folder, spk, chapter, lines)
-        layouts.write_pr_csv(root / layouts.PR_CSV_DIR / f"{split}.csv", rows)
     layouts.write_lexicon(root / layouts.LEXICON,
                           build_lexicon(set(text.vocabulary()) | used_words, engine()))
 
 
-def generate_corpus(root, cfg: CorpusConfig, seed: int = 0, tasks=("ks", "ic", "sid", "pr")):
+_JOBS = {"ks": _gen_ks, "ic": _gen_ic, "sid": _gen_sid, "pr": _gen_pr}
+
+
+def _run_task(task: str, root: str, cfg: CorpusConfig, seen, held, seed: int) -> float:
+    """Write one task (in a worker process); returns its wall time in seconds."""
+    import s3prl_distill  # noqa: F401  (torchaudio importable in the spawned process)
+
+    started = time.time()
+    if task == "sid":
+        _gen_sid(Path(root), cfg, seen, seed)
+    else:
+        _JOBS[task](Path(root), cfg, seen, held, seed)
+    return time.time() - started
+
+
+def generate_corpus(root, cfg: CorpusConfig, seed: int = 0, tasks=("ks", "ic", "sid", "pr"),
+                    workers: int = 2):
     """Write the corpus for ``tasks`` under ``root`` (skipped if a manifest with the same
-    config and seed is already there). Returns the manifest dict.
+    config and seed is already there), ``workers`` tasks at a time. Returns the manifest dict.
 
     Raises:
         ValueError: if ``root`` holds a corpus generated with another config or seed.
@@ -321,18 +334,21 @@ def generate_corpus(root, cfg: CorpusConfig, seed: int = 0, tasks=("ks", "ic", "
     pool = speaker_pool(_rng(seed, "speakers"), cfg.seen_voices + cfg.heldout_voices)
     seen, held = pool[:cfg.seen_voices], pool[cfg.seen_voices:]
     started = time.time()
-    jobs = {"ks": lambda: _gen_ks(root, cfg, seen, held, seed),
-            "ic": lambda: _gen_ic(root, cfg, seen, held, seed),
-            "sid": lambda: _gen_sid(root, cfg, seen, seed),
-            "pr": lambda: _gen_pr(root, cfg, seen, held, seed)}
     for task in tasks:
-        if task not in jobs:
-            raise ValueError(f"unknown mini-SUPERB task {task!r}; expected one of {sorted(jobs)}")
-        t0 = time.time()
-        jobs[task]()
-        logger.info("mini-SUPERB %s written in %.1f s", task.upper(), time.time() - t0)
+        if task not in _JOBS:
+            raise ValueError(f"unknown mini-SUPERB task {task!r}; expected one of {sorted(_JOBS)}")
+    root.mkdir(parents=True, exist_ok=True)
+    # eSpeak NG carries hidden state from one utterance to the next (its output for the same
+    # arguments drifts by a few samples within a process, whatever the seeds), so each task runs
+    # in a fresh process: the same seed then gives the same bytes, and tasks run in parallel.
+    ctx = multiprocessing.get_context("spawn")
+    with ctx.Pool(processes=max(1, min(workers, len(tasks))), maxtasksperchild=1) as pool:
+        runs = [(task, pool.apply_async(_run_task, (task, str(root), cfg, seen, held, seed)))
+                for task in tasks]
+        for task, run in runs:
+            logger.info("mini-SUPERB %s written in %.1f s", task.upper(), run.get())
     manifest["voices"] = {"seen": [v.__dict__ for v in seen], "heldout": [v.__dict__ for v in held]}
-    manifest["seconds"] = round(time.time() - started, 1)
+    logger.info("mini-SUPERB corpus written to %s in %.1f s", root, time.time() - started)
     root.mkdir(parents=True, exist_ok=True)
     manifest_path.write_text(json.dumps(manifest, indent=1))
     return manifest

@@ -17,8 +17,8 @@ SID           ``VoxCeleb1/dev/wav/id1xxxx/<video>/<nnnnn>.wav``, ``VoxCeleb1/ide
               (``1|2|3 id1xxxx/<video>/<nnnnn>.wav``).
 PR / ASR      ``LibriSpeech/{train-clean-100,dev-clean,test-clean}/<spk>/<chap>/<spk>-<chap>-
               <utt>.flac`` + ``<spk>-<chap>.trans.txt`` (upper case), lexicon
-              ``librispeech-lexicon.txt`` (``WORD<TAB>PH PH``, SUPERB phoneme.txt tokens),
-              ``superb_pr/{train,dev,test}.csv`` (wav_path, transcription).
+              ``librispeech-lexicon.txt`` (``WORD<TAB>PH PH``, SUPERB phoneme.txt tokens);
+              ``python -m s3prl_distill.superb.prepare`` makes PR's split CSVs from them.
 ============  =====================================================================================
 """
 
@@ -31,11 +31,12 @@ import re
 from pathlib import Path
 from typing import Dict, List, Tuple
 
+from s3prl_distill.minisuperb.phones import PHONE_VOCAB
+
 __all__ = [
-    "KS_DIR", "KS_TEST_DIR", "IC_DIR", "SID_DIR", "LIBRI_DIR", "PR_CSV_DIR", "LEXICON",
+    "KS_DIR", "KS_TEST_DIR", "IC_DIR", "SID_DIR", "LIBRI_DIR", "LEXICON",
     "PR_SPLITS", "LayoutError", "ks_split_of", "ks_speaker_id", "read_ks", "read_ic", "read_sid",
-    "read_pr", "read_lexicon", "write_ic_csv", "write_sid_split", "write_librispeech_transcripts",
-    "write_lexicon", "write_pr_csv",
+    "read_pr", "write_ic_csv", "write_sid_split", "write_librispeech_transcripts", "write_lexicon",
 ]
 
 KS_DIR = "speech_commands_v0.01"
@@ -43,7 +44,6 @@ KS_TEST_DIR = "speech_commands_test_set_v0.01"
 IC_DIR = "fluent_speech_commands_dataset"
 SID_DIR = "VoxCeleb1"
 LIBRI_DIR = "LibriSpeech"
-PR_CSV_DIR = "superb_pr"
 LEXICON = "librispeech-lexicon.txt"
 PR_SPLITS = {"train": "train-clean-100", "dev": "dev-clean", "test": "test-clean"}
 IC_COLUMNS = ["", "path", "speakerId", "transcription", "action", "object", "location"]
@@ -183,43 +183,27 @@ def write_lexicon(path: Path, lexicon: Dict[str, List[str]]) -> None:
                     encoding="utf-8")
 
 
-def read_lexicon(path: Path) -> Dict[str, List[str]]:
-    """Read a lexicon written by :func:`write_lexicon` (first pronunciation of a word wins)."""
-    lexicon: Dict[str, List[str]] = {}
-    for n, line in enumerate(_need(Path(path), "lexicon").read_text("utf-8").splitlines(), 1):
-        word, *phones = line.split()
-        if not phones:
-            raise LayoutError(f"{path}:{n}: word {word!r} has no phones")
-        lexicon.setdefault(word, phones)
-    return lexicon
-
-
-def write_pr_csv(path: Path, rows: List[Tuple[str, str]]) -> None:
-    """Write a SUPERB PR split CSV (columns wav_path, transcription)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "w", newline="", encoding="utf-8") as handle:
-        writer = csv.writer(handle)
-        writer.writerow(["wav_path", "transcription"])
-        writer.writerows(rows)
-
-
 def read_pr(root: Path) -> Dict[str, List[Item]]:
-    """PR splits from the LibriSpeech folders + lexicon: ``{split: [(flac, [phone tokens])]}``."""
+    """PR splits from the LibriSpeech folders + lexicon: ``{split: [(flac, [phone tokens])]}``.
+
+    Reads through the same code as SUPERB PR's preparation (:mod:`s3prl_distill.superb`).
+    """
+    from s3prl_distill.superb.ctc_corpus.libriphone import read_lexicon
+    from s3prl_distill.superb.prepare import librispeech_transcripts
+
     root = Path(root)
-    lexicon = read_lexicon(root / LEXICON)
+    lexicon_path = _need(root / LEXICON, "phone lexicon")
+    lexicon = read_lexicon([str(lexicon_path)], {p: i for i, p in enumerate(PHONE_VOCAB)})
     out: Dict[str, List[Item]] = {}
     for split, name in PR_SPLITS.items():
-        folder = _need(root / LIBRI_DIR / name, f"LibriSpeech {name}")
+        _need(root / LIBRI_DIR / name, f"LibriSpeech {name}")
         items: List[Item] = []
-        for trans in sorted(folder.glob("*/*/*.trans.txt")):
-            for n, line in enumerate(trans.read_text("utf-8").splitlines(), 1):
-                uid, _, words = line.partition(" ")
-                phones: List[str] = []
-                for word in words.split():
-                    if word not in lexicon:
-                        raise LayoutError(f"{trans}:{n}: word {word!r} is not in {LEXICON}")
-                    phones.extend(lexicon[word])
-                audio = _need(trans.parent / f"{uid}.flac", f"audio of {uid}")
-                items.append((str(audio), phones))
+        for audio, uid, words in librispeech_transcripts(root / LIBRI_DIR, name):
+            phones: List[str] = []
+            for word in words.split():
+                if word not in lexicon:
+                    raise LayoutError(f"{audio}: word {word!r} is not in {lexicon_path}")
+                phones.extend(lexicon[word])
+            items.append((str(audio), phones))
         out[split] = items
     return out
