@@ -1,0 +1,122 @@
+"""Inference optimisations as extra benchmark rows (each kept only where the benchmark shows it).
+
+A variant wraps one of our candidates without changing its weights:
+
+* ``int8``: dynamic int8 quantisation of every ``nn.Linear`` (weights int8, activations quantised
+  per batch) - CPU inference only; outputs change within quantisation error.
+* ``bf16``: ``torch.autocast("cpu", dtype=torch.bfloat16)``; fast only on CPUs with native bf16
+  (AVX512-BF16 / AMX); elsewhere it is emulated and slower. Outputs are cast back to float32.
+* ``compile``: ``torch.compile`` of the student (needs a C++ compiler; the first call compiles).
+
+The arithmetic is the same as the base model's, so a variant's MACs are the base's
+(``meta["macs_from"]``).
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import warnings
+from typing import Callable, Dict, List, Sequence
+
+import torch
+from torch import Tensor, nn
+
+from s3prl_distill.benchmark.candidates import Candidate
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["VARIANTS", "quantize_int8", "make_variant", "add_variants"]
+
+
+def quantize_int8(module: nn.Module) -> nn.Module:
+    """A copy of ``module`` with every ``nn.Linear`` dynamically quantised to int8 (CPU)."""
+    from torch.ao.quantization import quantize_dynamic
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # torch.ao.quantization deprecation notices
+        return quantize_dynamic(copy.deepcopy(module).eval(), {nn.Linear}, dtype=torch.qint8)
+
+
+def _float_outputs(out):
+    if isinstance(out, Tensor):
+        return out.float() if out.is_floating_point() else out
+    if isinstance(out, (list, tuple)):
+        return type(out)(_float_outputs(o) for o in out) if not hasattr(out, "_fields") else out
+    if hasattr(out, "hidden_states"):
+        out.hidden_states = [h.float() for h in out.hidden_states]
+    return out
+
+
+def _int8(cand: Candidate) -> Candidate:
+    from s3prl_distill.benchmark.candidates import student_candidate
+
+    quantised = quantize_int8(cand.module)
+    new = student_candidate(cand.name + "+int8", quantised, note="dynamic int8 nn.Linear", kind="variant")
+    new.params, new.params_with_heads = cand.params, cand.params_with_heads
+    return new
+
+
+def _bf16(cand: Candidate) -> Candidate:
+    base_run, base_hidden = cand.run, cand.hidden
+
+    def run(wavs: Tensor, lengths: Tensor):
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            return _float_outputs(base_run(wavs, lengths))
+
+    def hidden(wavs: Tensor, lengths: Tensor):
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            states, out_lengths = base_hidden(wavs, lengths)
+        return [s.float() for s in states], out_lengths
+
+    return Candidate(
+        cand.name + "+bf16", run, cand.params, cand.params_with_heads, "variant", module=cand.module,
+        hidden=hidden if base_hidden else None, note="autocast bf16",
+    )
+
+
+def _compile(cand: Candidate) -> Candidate:
+    from s3prl_distill.benchmark.candidates import student_candidate
+
+    compiled = torch.compile(cand.module, dynamic=True)
+    new = student_candidate(cand.name + "+compile", compiled, note="torch.compile (dynamic)", kind="variant")
+    new.params, new.params_with_heads = cand.params, cand.params_with_heads
+    return new
+
+
+VARIANTS: Dict[str, Callable[[Candidate], Candidate]] = {
+    "int8": _int8,
+    "bf16": _bf16,
+    "compile": _compile,
+}
+
+
+def make_variant(cand: Candidate, variant: str) -> Candidate:
+    """Variant ``variant`` of our candidate ``cand`` (see :data:`VARIANTS`).
+
+    Raises:
+        ValueError: naming an unknown variant or a candidate without a module.
+    """
+    if variant not in VARIANTS:
+        raise ValueError(f"unknown optimisation variant {variant!r}; expected one of {sorted(VARIANTS)}")
+    if cand.module is None:
+        raise ValueError(f"candidate {cand.name!r} has no module to optimise")
+    new = VARIANTS[variant](cand)
+    new.meta["macs_from"] = cand.name
+    new.meta["variant"] = variant
+    return new
+
+
+def add_variants(candidates: Sequence[Candidate], variants: Sequence[str]) -> List[Candidate]:
+    """Variants of our DistilHuBERT / FitHuBERT candidates (``'all'`` = every variant)."""
+    names = sorted(VARIANTS) if "all" in variants else list(variants)
+    out: List[Candidate] = []
+    for cand in candidates:
+        if cand.kind != "ours" or not (cand.name.startswith("distilhubert") or cand.name.startswith("fithubert")):
+            continue
+        for variant in names:
+            try:
+                out.append(make_variant(cand, variant))
+            except Exception as err:
+                logger.warning("variant %s of %s not available: %s", variant, cand.name, err)
+    return out

@@ -1,0 +1,137 @@
+"""``s3prl-distill bench``: speed, MACs and memory of the students against the teacher and S3PRL.
+
+Prints the inference table (times as ratios to the teacher, timed interleaved in one process),
+the targets with their shortfalls, and optionally the distillation-throughput comparison of our
+pretraining step against S3PRL's distiller step (``--training``). ``--json PATH`` writes a list of
+rows (``section`` = ``inference`` | ``training`` | ``target``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import tempfile
+from typing import Any, Dict, List
+
+import torch
+
+from s3prl_distill.io import atomic_write_text
+
+logger = logging.getLogger(__name__)
+
+HELP = "benchmark students vs the teacher and S3PRL's distiller (speed, MACs, memory, throughput)"
+
+PAPER_NOTES = (
+    "reference speed-ups vs HuBERT Base: DistilHuBERT paper 1.73x (4 CPUs, batch 1), "
+    "FitHuBERT paper 2.8x; the MAC ratio is the arithmetic limit"
+)
+
+
+def _default_config_dir() -> str:
+    here = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    for candidate in (os.path.join(os.getcwd(), "upstream_configs"), os.path.join(here, "upstream_configs")):
+        if os.path.isdir(candidate):
+            return candidate
+    return os.path.join(here, "upstream_configs")
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--quick", action="store_true",
+                        help="tiny inputs (0.25-1 s) and 2 repeats: a smoke test, not a measurement")
+    parser.add_argument("--tiny-models", action="store_true",
+                        help="shrink every model to 32-dim layers (for tests of the harness only)")
+    parser.add_argument("--repeats", type=int, default=None, help="timed rounds (default 5; quick 2)")
+    parser.add_argument("--warmup", type=int, default=1, help="untimed calls per candidate first")
+    parser.add_argument("--threads", type=int, default=None,
+                        help="torch intra-op threads (default: torch's, i.e. OMP_NUM_THREADS or cores)")
+    parser.add_argument("--settings", default="2s,10s,30s,padded",
+                        help="comma list of input settings: 2s, 10s, 30s, padded")
+    parser.add_argument("--configs", default=None,
+                        help="folder of model YAMLs for our students (default: upstream_configs/)")
+    parser.add_argument("--models", default="distilhubert.yaml,fithubert.yaml,fithubert_k1.yaml,fithubert_k3.yaml,whisper_tiny_*.yaml",
+                        help="comma list of YAML globs in --configs to benchmark (fithubert.yaml is k=2)")
+    parser.add_argument("--no-s3prl", action="store_true", help="leave out S3PRL's distiller")
+    parser.add_argument("--no-memory", action="store_true", help="skip peak-memory measurement")
+    parser.add_argument("--no-macs", action="store_true", help="skip MAC counting")
+    parser.add_argument("--variants", default="",
+                        help="comma list of optimisation variants to add as rows for our "
+                             "distilhubert/fithubert: int8, bf16, compile, channels_last (or 'all')")
+    parser.add_argument("--training", action="store_true",
+                        help="also measure distillation throughput: our step vs S3PRL's distiller step")
+    parser.add_argument("--training-steps", type=int, default=None, help="timed training steps (default 4)")
+    parser.add_argument("--json", metavar="PATH", default=None, help="write the rows as JSON")
+
+
+def run(args: argparse.Namespace) -> int:
+    from s3prl_distill.benchmark import candidates as cands
+    from s3prl_distill.benchmark.inference import default_settings, quick_settings, run_inference_bench
+    from s3prl_distill.benchmark.report import (
+        default_targets, evaluate_targets, format_table, format_targets, rows_to_json,
+    )
+    from s3prl_distill.benchmark.variants import add_variants
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    repeats = args.repeats or (2 if args.quick else 5)
+    all_settings = quick_settings() if args.quick else default_settings()
+    wanted = [s.strip() for s in args.settings.split(",") if s.strip()]
+    known = {s.key for s in all_settings}
+    unknown = [w for w in wanted if w not in known]
+    if unknown:
+        raise SystemExit(f"--settings: unknown setting(s) {unknown}; expected some of {sorted(known)}")
+    settings = [s for s in all_settings if s.key in wanted]
+
+    config_dir = args.configs or _default_config_dir()
+    with tempfile.TemporaryDirectory(prefix="s3prl_distill_bench_") as workdir:
+        candidates = [cands.teacher_candidate(tiny=args.tiny_models)]
+        if not args.no_s3prl:
+            candidates += cands.s3prl_candidates(workdir, tiny=args.tiny_models)
+        patterns = [p.strip() for p in args.models.split(",") if p.strip()]
+        if os.path.isdir(config_dir):
+            candidates += cands.config_candidates(config_dir, patterns, tiny=args.tiny_models)
+        else:
+            logger.warning("no model YAML folder at %s: only the teacher and S3PRL's distiller", config_dir)
+        variants = [v.strip() for v in args.variants.split(",") if v.strip()]
+        if variants:
+            candidates += add_variants(candidates, variants)
+
+        result = run_inference_bench(
+            candidates, settings, repeats=repeats, warmup=args.warmup,
+            memory=not args.no_memory, macs=not args.no_macs,
+        )
+        names = [row["model"] for row in result.rows]
+        targets = evaluate_targets(result.rows, default_targets(names))
+
+        print(f"# s3prl-distill bench ({'quick smoke run' if args.quick else 'inference'})")
+        print(result.machine.describe())
+        print(f"timing: interleaved, warm-up {result.warmup}, median of {result.repeats} repeats; "
+              f"ratios = teacher time / model time (> 1 is faster); MACs on the 10 s input")
+        print(format_table(result.rows, [s.key for s in settings], {s.key: s.label for s in settings}))
+        print(PAPER_NOTES)
+        if targets:
+            print(format_targets(targets))
+
+        training_rows: List[Dict[str, Any]] = []
+        if args.training:
+            from s3prl_distill.benchmark.training import format_training, run_training_bench
+
+            training = run_training_bench(
+                tiny=args.tiny_models, quick=args.quick, steps=args.training_steps,
+            )
+            training_rows = training["rows"]
+            print(format_training(training))
+
+    if args.json:
+        machine = {
+            "threads": result.machine.torch_threads,
+            "loadavg_start": result.machine.loadavg_start[0],
+            "loadavg_end": result.machine.loadavg_end[0] if result.machine.loadavg_end else None,
+            "cpu": result.machine.cpu,
+        }
+        rows: List[Dict[str, Any]] = [dict(row, section="inference", **machine) for row in result.rows]
+        rows += [dict(row, section="training") for row in training_rows]
+        rows += [dict(row, section="target", model=row["candidate"]) for row in targets]
+        atomic_write_text(rows_to_json(rows) + "\n", args.json)
+        logger.info("wrote %d rows to %s", len(rows), args.json)
+    return 0
