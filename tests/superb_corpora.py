@@ -29,12 +29,10 @@ RUNNER_FAST = [
 
 
 def run_downstream(args: Sequence[str], cwd, timeout: int = 240) -> subprocess.CompletedProcess:
-    """``python -m s3prl_distill.run_downstream ARGS`` on CPU; raises with the log tail on failure."""
+    """S3PRL's own ``python -m s3prl.run_downstream ARGS`` on CPU, our plugin found through the
+    import hook installed with the package; raises with the log tail on failure."""
     env = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1", CUDA_VISIBLE_DEVICES="")
-    # S3PRL_DISTILL_TEST_RUNNER: another script taking run_downstream's arguments (development aid)
-    runner = os.environ.get("S3PRL_DISTILL_TEST_RUNNER")
-    entry = [runner] if runner else ["-m", "s3prl_distill.run_downstream"]
-    command = [sys.executable, *entry, *args, "--device", "cpu"]
+    command = [sys.executable, "-m", "s3prl.run_downstream", *args, "--device", "cpu"]
     proc = subprocess.run(command, cwd=str(cwd), env=env, capture_output=True, text=True,
                           timeout=timeout)
     if proc.returncode != 0:
@@ -247,3 +245,30 @@ def make_diarization(root, recordings: int = 2, seconds: float = 4.0) -> Dict[st
                             ("rttm", rttm)):
             (folder / name).write_text("\n".join(lines) + "\n")
     return {"root": root}
+
+
+# --------------------------------------------------------------------------- plugin upstream
+# HuBERT's conv arithmetic (stride 320, receptive field 400) with tiny widths: 20 ms frames.
+TINY_CNN = ([{"channels": 8, "kernel": 10, "stride": 5}]
+            + [{"channels": 8, "kernel": 3, "stride": 2}] * 4
+            + [{"channels": 8, "kernel": 2, "stride": 2}] * 2)
+TINY_ENCODER = {"dim": 16, "ffn_dim": 24, "num_heads": 2, "num_layers": 2, "pos_conv_kernel": 8,
+                "pos_conv_groups": 2}
+
+
+def make_student_checkpoint(path, family: str = "distilhubert", seed: int = 0) -> Path:
+    """A tiny randomly initialised s3prl-distill student checkpoint (heads dropped on load)."""
+    import torch
+
+    from s3prl_distill.checkpoint import save_student
+    from s3prl_distill.config import from_dict
+    from s3prl_distill.models import StudentConfig, build_student
+
+    data = {"family": family, "cnn": {"layers": TINY_CNN}, "encoder": TINY_ENCODER,
+            "teacher_dim": 16,
+            "heads": [{"student_layer": 2, "teacher_layer": t} for t in (4, 8)]}
+    torch.manual_seed(seed)
+    student = build_student(from_dict(StudentConfig, data, where="tests/superb_corpora.py"))
+    path = Path(path)
+    save_student(path, student)
+    return path

@@ -1,0 +1,254 @@
+"""The ten SUPERB tasks through S3PRL's own, unchanged downstream runner with a plugin upstream.
+
+For each task: a tiny corpus in the official layout, our data preparation, S3PRL's
+``python -m s3prl.run_downstream`` (train a few steps with the recipe's config, SUPERB's
+hyperparameters overridden only to be tiny; evaluate the best dev checkpoint on test), then the
+prediction files the leaderboard reads are checked with ``s3prl-distill submit``'s collectors.
+"""
+
+from __future__ import annotations
+
+import json
+import zipfile
+from pathlib import Path
+
+import pytest
+
+from s3prl_distill.superb import prepare
+from s3prl_distill.superb.expdir import best_dev_checkpoint
+from superb_corpora import (
+    RECIPES,
+    RUNNER_FAST,
+    SNIPS_VOICES,
+    make_diarization,
+    make_fluent_commands,
+    make_iemocap,
+    make_librispeech,
+    make_quesst14,
+    make_snips,
+    make_speech_commands,
+    make_student_checkpoint,
+    make_voxceleb1,
+    overrides,
+    run_downstream,
+)
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def upstream(tmp_path_factory):
+    """``-u/-k`` of a tiny plugin student (distill_student_local)."""
+    ckpt = make_student_checkpoint(tmp_path_factory.mktemp("upstream") / "student.ckpt")
+    return ["-u", "distill_student_local", "-k", str(ckpt)]
+
+
+def train(task_dir: str, downstream: str, expdir: Path, upstream, *extra: str, cwd) -> None:
+    config = RECIPES / task_dir / "config.yaml"
+    run_downstream(["-m", "train", *upstream, "-d", downstream, "-c", str(config), "-p",
+                    str(expdir), "-o", overrides(*RUNNER_FAST, *extra)], cwd)
+
+
+def evaluate(ckpt: Path, split: str, cwd, *extra: str) -> None:
+    args = ["-m", "evaluate", "-e", str(ckpt), "-t", split]
+    if extra:
+        args += ["-o", overrides(*extra)]
+    run_downstream(args, cwd)
+
+
+def submit(tmp_path, **expdirs) -> zipfile.ZipFile:
+    from s3prl_distill.commands import submit as submit_cmd
+
+    out = tmp_path / "submission"
+    names = submit_cmd.package(out, {k: Path(v) for k, v in expdirs.items()})
+    assert names
+    return zipfile.ZipFile(out / "predict.zip")
+
+
+def test_pr(tmp_path, upstream):
+    corpus = make_librispeech(tmp_path / "LibriSpeech")
+    prep = prepare.prepare_pr(corpus["root"], [str(corpus["lexicon"])], tmp_path / "prep")
+    exp = tmp_path / "exp"
+    train("pr", "ctc", exp, upstream, f"config.downstream_expert.corpus.csv_dir={tmp_path / 'prep'}",
+          f"config.downstream_expert.corpus.lexicon=['{corpus['lexicon']}']",
+          f"config.downstream_expert.text.vocab_file={prep['vocab']}",
+          "config.downstream_expert.corpus.batch_size=2",
+          "config.downstream_expert.corpus.num_workers=0", cwd=tmp_path)
+    evaluate(best_dev_checkpoint(exp), "test", tmp_path)
+    hyp = (exp / "test-hyp.ark").read_text().splitlines()
+    assert len(hyp) == 4 and hyp[0].split()[0].startswith("102-202-")
+    archive = submit(tmp_path, pr=exp)
+    assert "predict/pr_public/predict.ark" in archive.namelist()
+
+
+def test_sf(tmp_path, upstream):
+    corpus = make_snips(tmp_path)
+    prep = prepare.prepare_sf(corpus["root"], tmp_path / "prep", SNIPS_VOICES)
+    exp = tmp_path / "exp"
+    train("sf", "ctc", exp, upstream, f"config.downstream_expert.corpus.path={corpus['root']}",
+          f"config.downstream_expert.text.vocab_file={prep['vocab']}",
+          f"config.downstream_expert.text.slots_file={corpus['slots']}",
+          "config.downstream_expert.corpus.train_speakers=['Ivy','Joanna']",
+          "config.downstream_expert.corpus.valid_speakers=['Aditi']",
+          "config.downstream_expert.corpus.test_speakers=['Brian']",
+          "config.downstream_expert.corpus.batch_size=2",
+          "config.downstream_expert.corpus.num_workers=0",
+          "config.downstream_expert.model.project_dim=8",
+          "config.downstream_expert.model.RNNs.dim=[8,8]", cwd=tmp_path)
+    evaluate(best_dev_checkpoint(exp), "test", tmp_path)
+    assert len((exp / "test-hyp.ark").read_text().splitlines()) == 3
+    archive = submit(tmp_path, sf=exp)
+    assert "predict/sf_public/predict.ark" in archive.namelist()
+
+
+def test_ic(tmp_path, upstream):
+    corpus = make_fluent_commands(tmp_path)
+    assert prepare.check_ic(corpus["root"]) == {"train": 6, "valid": 6, "test": 6}
+    exp = tmp_path / "exp"
+    train("ic", "fluent_commands", exp, upstream,
+          f"config.downstream_expert.datarc.file_path={corpus['root']}",
+          "config.downstream_expert.datarc.num_workers=0",
+          "config.downstream_expert.datarc.train_batch_size=2",
+          "config.downstream_expert.datarc.eval_batch_size=2", cwd=tmp_path)
+    evaluate(best_dev_checkpoint(exp), "test", tmp_path)
+    rows = (exp / "test_predict.csv").read_text().splitlines()
+    assert len(rows) == 6 and len(rows[0].split(",")) == 4
+    archive = submit(tmp_path, ic=exp)
+    assert "predict/ic_public/predict.csv" in archive.namelist()
+
+
+def test_ks(tmp_path, upstream):
+    corpus = make_speech_commands(tmp_path)
+    prepare.check_ks(corpus["train"], corpus["test"])
+    exp = tmp_path / "exp"
+    train("ks", "speech_commands", exp, upstream,
+          f"config.downstream_expert.datarc.speech_commands_root={corpus['train']}",
+          f"config.downstream_expert.datarc.speech_commands_test_root={corpus['test']}",
+          "config.downstream_expert.datarc.num_workers=0",
+          "config.downstream_expert.datarc.batch_size=4", cwd=tmp_path)
+    evaluate(best_dev_checkpoint(exp), "test", tmp_path)
+    rows = (exp / "test_predict.txt").read_text().splitlines()
+    assert len(rows) == 12
+    archive = submit(tmp_path, ks=exp)
+    assert "predict/ks_public/predict.txt" in archive.namelist()
+
+
+def test_sid(tmp_path, upstream):
+    corpus = make_voxceleb1(tmp_path)
+    prep = prepare.prepare_sid(corpus["root"], corpus["split"], tmp_path / "prep")
+    exp = tmp_path / "exp"
+    train("sid", "voxceleb1", exp, upstream,
+          f"config.downstream_expert.datarc.file_path={corpus['root']}",
+          f"config.downstream_expert.datarc.meta_data={prep['meta_data']}",
+          "config.downstream_expert.datarc.num_workers=0",
+          "config.downstream_expert.datarc.train_batch_size=2", cwd=tmp_path)
+    evaluate(best_dev_checkpoint(exp), "test", tmp_path)
+    rows = (exp / "test_predict.txt").read_text().splitlines()
+    assert len(rows) == 3 and rows[0].split()[1].startswith("id100")
+    archive = submit(tmp_path, sid=exp)
+    assert "predict/sid_public/predict.txt" in archive.namelist()
+
+
+def test_er_two_folds(tmp_path, upstream):
+    corpus = make_iemocap(tmp_path)
+    prepare.prepare_er(corpus["root"], tmp_path / "meta_data")
+    expdirs = {}
+    for fold in ("fold1", "fold2"):
+        exp = tmp_path / f"exp_{fold}"
+        train("er", "emotion", exp, upstream,
+              f"config.downstream_expert.datarc.root={corpus['root']}",
+              f"config.downstream_expert.datarc.meta_data={tmp_path / 'meta_data'}",
+              f"config.downstream_expert.datarc.test_fold={fold}",
+              "config.downstream_expert.datarc.num_workers=0",
+              "config.downstream_expert.datarc.train_batch_size=2", cwd=tmp_path)
+        evaluate(best_dev_checkpoint(exp), "test", tmp_path)
+        rows = (exp / f"test_{fold}_predict.txt").read_text().splitlines()
+        assert len(rows) == 5  # 6 utterances per session, one 'fru' dropped
+        expdirs[f"er_{fold}"] = exp
+    archive = submit(tmp_path, **expdirs)
+    assert {"predict/er_fold1_public/predict.txt", "predict/er_fold2_public/predict.txt"} <= set(
+        archive.namelist())
+
+
+def test_asr(tmp_path, upstream):
+    corpus = make_librispeech(tmp_path / "LibriSpeech")
+    prep = prepare.prepare_asr(corpus["root"], tmp_path / "prep")
+    exp = tmp_path / "exp"
+    train("asr", "asr", exp, upstream,
+          f"config.downstream_expert.datarc.libri_root={corpus['root']}",
+          f"config.downstream_expert.datarc.bucket_file={tmp_path / 'prep' / 'len_for_bucket'}",
+          f"config.downstream_expert.datarc.dict_path={prep['dict']}",
+          "config.downstream_expert.datarc.num_workers=0",
+          "config.downstream_expert.datarc.train_batch_size=2",
+          "config.downstream_expert.datarc.batch_size=2",
+          "config.downstream_expert.modelrc.project_dim=8",
+          "config.downstream_expert.modelrc.RNNs.dim=[8,8]", cwd=tmp_path)
+    evaluate(best_dev_checkpoint(exp), "test-clean", tmp_path)
+    assert len((exp / "test-clean-noLM-hyp.ark").read_text().splitlines()) == 4
+    archive = submit(tmp_path, asr=exp)
+    assert "predict/asr_public/predict.ark" in archive.namelist()
+
+
+def test_qbe_layer_sweep(tmp_path, upstream):
+    corpus = make_quesst14(tmp_path)
+    prepare.check_qbe(corpus["root"])
+    config = RECIPES / "qbe" / "config.yaml"
+    for layer in (0, 2):
+        for split in ("dev", "test"):
+            exp = tmp_path / f"exp_{layer}_{split}"
+            run_downstream(["-m", "evaluate", "-t", split, *upstream, "-l", str(layer), "-d",
+                            "quesst14_dtw", "-c", str(config), "-p", str(exp), "-o",
+                            overrides(f"config.downstream_expert.datarc.dataset_root={corpus['root']}",
+                                      "config.downstream_expert.datarc.num_workers=0",
+                                      "config.downstream_expert.max_workers=1")], tmp_path)
+            xml = (exp / "benchmark.stdlist.xml").read_text()
+            assert xml.count("<detected_termlist") == 2 and xml.count("<term ") == 8
+    archive = submit(tmp_path, qbe=tmp_path / "exp_2_test")
+    assert "predict/qbe_public/benchmark.stdlist.xml" in archive.namelist()
+
+
+def test_asv_checkpoint_sweep(tmp_path, upstream):
+    corpus = make_voxceleb1(tmp_path)
+    prep = prepare.prepare_asv(corpus["root"], corpus["trials"], tmp_path / "prep")
+    exp = tmp_path / "exp"
+    trials = prep["trials"]
+    train("asv", "sv_voxceleb1", exp, upstream,
+          f"config.downstream_expert.datarc.file_path={corpus['root']}",
+          f"config.downstream_expert.datarc.train_meta_data={trials}",
+          f"config.downstream_expert.datarc.dev_meta_data={trials}",
+          f"config.downstream_expert.datarc.test_meta_data={trials}",
+          "config.downstream_expert.datarc.num_workers=0",
+          "config.downstream_expert.datarc.train_batch_size=2",
+          "config.downstream_expert.modelrc.input_dim=8",
+          "config.downstream_expert.modelrc.module_config.XVector.agg_dim=8", cwd=tmp_path)
+    ckpts = sorted(exp.glob("states-*.ckpt"))
+    assert [c.name for c in ckpts] == ["states-2.ckpt", "states-4.ckpt"]
+    from s3prl_distill.superb import asv_sweep
+
+    best = asv_sweep.sweep(exp, runner=lambda args: run_downstream(args, tmp_path))
+    assert best.checkpoint.name in {"states-2.ckpt", "states-4.ckpt"}
+    assert 0.0 <= best.eer <= 1.0
+    assert len((exp / "test_predict.txt").read_text().splitlines()) == 4
+    archive = submit(tmp_path, asv=exp)
+    assert "predict/sv_public/predict.txt" in archive.namelist()
+
+
+def test_sd(tmp_path, upstream):
+    corpus = make_diarization(tmp_path)
+    prep = prepare.prepare_sd(corpus["root"], tmp_path / "prep")
+    exp = tmp_path / "exp"
+    train("sd", "diarization", exp, upstream,
+          f"config.downstream_expert.loaderrc.train_dir={prep['train']}",
+          f"config.downstream_expert.loaderrc.dev_dir={prep['dev']}",
+          f"config.downstream_expert.loaderrc.test_dir={prep['test']}",
+          "config.downstream_expert.loaderrc.num_workers=0",
+          "config.downstream_expert.loaderrc.train_batchsize=2",
+          "config.downstream_expert.datarc.chunk_size=100",
+          "config.downstream_expert.modelrc.hidden_size=8", cwd=tmp_path)
+    assert (exp / "frame_shift").read_text().strip() == "320"  # the upstream's true rate
+    evaluate(best_dev_checkpoint(exp), "test", tmp_path)
+    predictions = sorted((exp / "scoring" / "predictions").glob("*.h5"))
+    assert [p.stem for p in predictions] == ["test_mix0", "test_mix1"]
+    archive = submit(tmp_path, sd=exp)
+    assert {"predict/sd_public/test_mix0.h5", "predict/sd_public/test_mix1.h5"} <= set(
+        archive.namelist())
