@@ -1,0 +1,234 @@
+"""registry.register(), the .pth import hook, and run_downstream's argument translation."""
+
+from __future__ import annotations
+
+import importlib
+import logging
+import os
+import subprocess
+import sys
+import types
+
+import pytest
+
+import s3prl_distill  # noqa: F401
+from s3prl_distill import registry
+from s3prl_distill.registry import PRETRAIN_DIR, RegistryError
+from s3prl_distill.run_downstream import normalize_distributed_args
+
+import _s3prl_distill_hook as hook
+
+OURS = {"distilhubert_local", "fithubert_local", "distill_student_local"}
+
+
+@pytest.fixture
+def hub():
+    registry.register()
+    import s3prl.hub
+
+    yield s3prl.hub
+    registry.register()  # restore the real entries after tests that monkeypatch them
+
+
+def _fake_registered(monkeypatch, entries):
+    module = types.ModuleType("s3prl_distill.upstream.registered")
+    module.registered_entries = lambda: dict(entries)
+    monkeypatch.setitem(sys.modules, "s3prl_distill.upstream.registered", module)
+
+
+def test_register_puts_entries_on_hub_idempotently(hub):
+    from s3prl_distill.upstream.hubconf import ENTRIES
+
+    names = registry.register()
+    assert OURS <= set(names) and registry.register() == names
+    for name in OURS:
+        assert getattr(hub, name) is ENTRIES[name]
+    assert OURS <= {a for a in dir(hub) if a[0] != "_"}  # what run_downstream's -u choices list
+    assert callable(hub.hubert_local) and callable(hub.distiller_local)  # S3PRL's untouched
+
+
+def test_collision_with_s3prl_name_is_an_error(hub, monkeypatch):
+    from s3prl_distill.upstream import hubconf
+
+    s3prl_entry = hub.distiller_local
+    monkeypatch.setitem(hubconf.ENTRIES, "distiller_local", lambda **kw: None)
+    with pytest.raises(RegistryError, match=r"\['distiller_local'\].*refusing to shadow"):
+        registry.register()
+    assert hub.distiller_local is s3prl_entry
+
+
+def test_registered_entries_added_and_removed(hub, monkeypatch):
+    def mine(**kwargs):
+        return "mine"
+
+    _fake_registered(monkeypatch, {"my_student_v1": mine})
+    assert "my_student_v1" in registry.register()
+    assert hub.my_student_v1 is mine
+    # a fresh callable for the same name (registered_entries builds new ones) is not a collision
+    _fake_registered(monkeypatch, {"my_student_v1": lambda **kw: "again"})
+    registry.register()
+    assert hub.my_student_v1() == "again"
+    _fake_registered(monkeypatch, {})
+    registry.register()
+    assert not hasattr(hub, "my_student_v1")
+    _fake_registered(monkeypatch, {"fithubert_local": mine})
+    with pytest.raises(RegistryError, match="'fithubert_local' collides with the built-in"):
+        registry.register()
+    _fake_registered(monkeypatch, {"hubert_local": mine})
+    with pytest.raises(RegistryError, match="hubert_local"):
+        registry.register()
+
+
+def test_missing_modules_warn(hub, monkeypatch, caplog):
+    real = registry._optional_import
+    monkeypatch.setattr(registry, "_optional_import",
+                        lambda name: None if name.startswith("s3prl_distill.upstream") else real(name))
+    with caplog.at_level(logging.WARNING, logger="s3prl_distill.registry"):
+        assert registry.collect_entries() == {}
+    text = caplog.text
+    assert "hubconf is missing" in text and "registered is missing" in text
+
+
+def test_optional_import_reraises_real_errors(tmp_path, monkeypatch):
+    (tmp_path / "broken_mod_xyz.py").write_text("import this_dependency_does_not_exist_xyz\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    assert registry._optional_import("no_such_module_xyz") is None
+    with pytest.raises(ModuleNotFoundError, match="this_dependency_does_not_exist_xyz"):
+        registry._optional_import("broken_mod_xyz")
+
+
+def test_superb_install_called(hub):
+    superb = importlib.import_module("s3prl_distill.superb")
+    registry.register()
+    assert superb.installed()
+
+
+def test_pretrain_dir_on_s3prl_pretrain_path(hub):
+    import s3prl.pretrain
+
+    assert os.path.isfile(os.path.join(PRETRAIN_DIR, "distiller", "pretrain_expert.py"))
+    assert PRETRAIN_DIR in list(s3prl.pretrain.__path__)
+    assert list(s3prl.pretrain.__path__).index(PRETRAIN_DIR) > 0  # S3PRL's own first
+    spec = importlib.util.find_spec("s3prl.pretrain.distiller.pretrain_expert")
+    assert spec is not None and spec.origin.startswith(PRETRAIN_DIR)
+    spec = importlib.util.find_spec("s3prl.pretrain.runner")  # S3PRL's still wins
+    assert not spec.origin.startswith(PRETRAIN_DIR)
+
+
+def test_top_level_pretrain_as_run_pretrain_sees_it(hub, monkeypatch, tmp_path):
+    import s3prl
+
+    monkeypatch.delitem(sys.modules, "pretrain", raising=False)
+    monkeypatch.syspath_prepend(os.path.dirname(s3prl.__file__))  # what run_pretrain relies on
+    top = importlib.import_module("pretrain")
+    try:
+        registry.extend_pretrain_path(top)
+        assert PRETRAIN_DIR in list(top.__path__)
+        assert registry.extend_pretrain_path(top) == ["pretrain"] and \
+            list(top.__path__).count(PRETRAIN_DIR) == 1
+        spec = importlib.util.find_spec("pretrain.distiller.pretrain_expert")
+        assert spec.origin.startswith(PRETRAIN_DIR)
+    finally:
+        sys.modules.pop("pretrain", None)
+    # some other project's top-level `pretrain` is left alone
+    other = tmp_path / "other" / "pretrain"
+    other.mkdir(parents=True)
+    (other / "__init__.py").write_text("")
+    monkeypatch.syspath_prepend(str(tmp_path / "other"))
+    foreign = importlib.import_module("pretrain")
+    try:
+        assert registry.extend_pretrain_path(foreign) == []
+        assert PRETRAIN_DIR not in list(foreign.__path__)
+    finally:
+        sys.modules.pop("pretrain", None)
+
+
+# ------------------------------------------------------------------------ import hook
+
+
+def test_hook_runs_action_after_module_body(tmp_path, monkeypatch):
+    (tmp_path / "fake_watched_mod.py").write_text("VALUE = 41\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    seen = []
+    monkeypatch.setitem(hook._ACTIONS, "fake_watched_mod", lambda m: seen.append(m.VALUE + 1))
+    finder = hook.install()
+    assert finder is not None and finder in sys.meta_path
+    module = importlib.import_module("fake_watched_mod")
+    try:
+        assert seen == [42] and module.VALUE == 41
+        assert module.__spec__.loader.is_package("fake_watched_mod") is False  # delegation
+        assert "fake_watched_mod" in hook.fired()
+    finally:
+        sys.modules.pop("fake_watched_mod", None)
+
+
+def test_hook_failure_is_logged_not_raised(tmp_path, monkeypatch, caplog):
+    (tmp_path / "fake_watched_mod2.py").write_text("X = 1\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+
+    def boom(module):
+        raise RuntimeError("registration exploded")
+
+    monkeypatch.setitem(hook._ACTIONS, "fake_watched_mod2", boom)
+    hook.install()
+    with caplog.at_level(logging.ERROR, logger="s3prl_distill.hook"):
+        module = importlib.import_module("fake_watched_mod2")
+    try:
+        assert module.X == 1
+        assert "registration exploded" in caplog.text and "fake_watched_mod2" in caplog.text
+    finally:
+        sys.modules.pop("fake_watched_mod2", None)
+
+
+def _python(code, **env):
+    full = dict(os.environ, OMP_NUM_THREADS="1")
+    full.pop("S3PRL_DISTILL_NO_HOOK", None)
+    full.update(env)
+    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=full,
+                          timeout=120, check=True).stdout.strip()
+
+
+def test_pth_hook_installed_and_free_at_startup():
+    out = _python("import sys; print('torch' in sys.modules, "
+                  "any(type(f).__name__ == 'HookFinder' for f in sys.meta_path))")
+    assert out == "False True", "the .pth hook must be active and must not import torch"
+    out = _python("import sys; print(any(type(f).__name__ == 'HookFinder' for f in sys.meta_path))",
+                  S3PRL_DISTILL_NO_HOOK="1")
+    assert out == "False"
+
+
+def test_site_packages_holds_the_pth():
+    import site
+
+    dirs = site.getsitepackages() + [site.getusersitepackages()]
+    pths = [os.path.join(d, "s3prl_distill_hook.pth") for d in dirs]
+    found = [p for p in pths if os.path.isfile(p)]
+    assert found, f"s3prl_distill_hook.pth not in {dirs}: reinstall the package (pip install -e .)"
+    with open(found[0], encoding="utf-8") as handle:
+        assert handle.read().strip() == "import _s3prl_distill_hook"
+
+
+# ------------------------------------------------------------------------ run_downstream
+
+
+@pytest.mark.parametrize("argv, env, expected", [
+    (["-m", "train"], {}, ["-m", "train"]),
+    (["-m", "train", "--local-rank=1"], {}, ["-m", "train", "--local_rank", "1"]),
+    (["--local-rank", "0", "-m", "train"], {}, ["-m", "train", "--local_rank", "0"]),
+    (["-m", "train", "--local_rank", "2"], {}, ["-m", "train", "--local_rank", "2"]),
+    (["-m", "train"], {"LOCAL_RANK": "1", "WORLD_SIZE": "2"}, ["-m", "train", "--local_rank", "1"]),
+    (["-m", "train"], {"LOCAL_RANK": "1"}, ["-m", "train"]),  # no launcher world: leave as is
+    (["-m", "train", "--local-rank=1"], {"LOCAL_RANK": "1", "WORLD_SIZE": "2"},
+     ["-m", "train", "--local_rank", "1"]),
+])
+def test_normalize_distributed_args(argv, env, expected):
+    assert normalize_distributed_args(argv, env) == expected
+
+
+def test_normalize_distributed_args_errors():
+    with pytest.raises(ValueError, match="integer, got 'x'"):
+        normalize_distributed_args(["--local-rank=x"], {})
+    with pytest.raises(ValueError, match="disagrees with LOCAL_RANK=0"):
+        normalize_distributed_args(["--local-rank=1"], {"LOCAL_RANK": "0", "WORLD_SIZE": "2"})
+    with pytest.raises(ValueError, match="needs a value"):
+        normalize_distributed_args(["--local-rank"], {})
