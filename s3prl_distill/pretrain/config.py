@@ -25,10 +25,10 @@ Everything is parsed strictly with :func:`s3prl_distill.config.from_dict`.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import List, Literal, Optional, Tuple
+from dataclasses import dataclass, field, fields
+from typing import Any, List, Literal, Mapping, Optional, Tuple, get_args, get_type_hints
 
-from s3prl_distill.config import ConfigError
+from s3prl_distill.config import ConfigError, from_dict
 
 __all__ = [
     "DataConfig",
@@ -196,3 +196,28 @@ class PretrainConfig:
     optimizer: OptimizerConfig
     pretrain_expert: ExpertConfig
     scheduler: Optional[SchedulerConfig] = None
+
+    @classmethod
+    def from_data(cls, data: Mapping[str, Any], where: str = "runner config") -> "PretrainConfig":
+        """Parse the runner YAML data; errors read ``<file>: <section>.<key>: ...``."""
+        if not isinstance(data, Mapping):
+            raise ConfigError(f"{where}: expected a mapping, got {data!r}")
+        sections = {f.name: f for f in fields(cls)}
+        unknown = sorted(set(data) - set(sections))
+        if unknown:
+            raise ConfigError(f"{where}: unknown top-level key(s) {unknown}; allowed: {sorted(sections)}")
+        hints = get_type_hints(cls)
+        values = {}
+        for name in sections:
+            if name not in data:
+                if name == "scheduler":
+                    continue
+                raise ConfigError(f"{where}: missing top-level key '{name}'")
+            values[name] = from_dict(_strip_optional(hints[name]), data[name], where=f"{where}: {name}") \
+                if data[name] is not None else None
+        return cls(**values)
+
+
+def _strip_optional(tp):
+    args = [a for a in get_args(tp) if a is not type(None)]
+    return args[0] if args else tp

@@ -62,14 +62,14 @@ class UpstreamPretrainExpert(nn.Module):
 
     def __init__(self, datarc, upstream_config, device: Union[str, torch.device] = "cuda",
                  multi_gpu: bool = False, *, seed: int = 1337, rank: int = 0, world_size: int = 1,
-                 **kwargs):
+                 config_where: str = "runner config", **kwargs):
         super().__init__()
         from s3prl_distill.models import build_student
         from s3prl_distill.teachers import build_teacher
 
         self.device = torch.device(device)
         self.multi_gpu = bool(multi_gpu)
-        self.datarc: DataConfig = from_dict(DataConfig, datarc, where="runner config: pretrain_expert.datarc")
+        self.datarc: DataConfig = from_dict(DataConfig, datarc, where=f"{config_where}: pretrain_expert.datarc")
         data, where = _model_data(upstream_config)
         self.upstream_config: Dict[str, Any] = data
         self.distill_config = DistillConfig.from_data(data, where=where)

@@ -38,7 +38,6 @@ import torch.distributed as dist
 from torch import nn
 
 from s3prl_distill.checkpoint import student_checkpoint
-from s3prl_distill.config import from_dict
 from s3prl_distill.io import atomic_save, safe_load
 from s3prl_distill.pretrain.config import OptimizerConfig, PretrainConfig, SchedulerConfig
 
@@ -76,6 +75,19 @@ class DistContext:
     @property
     def distributed(self) -> bool:
         return self.world_size > 1
+
+    def check_replicas_equal(self) -> None:
+        """Raise if any process's student parameters differ from rank 0's (DDP desync)."""
+        flat = torch.cat([p.detach().reshape(-1).float() for p in self.student.parameters()])
+        flat = flat.to(self._comm_device)
+        ref = flat.clone()
+        dist.broadcast(ref, src=0)
+        diff = (flat - ref).abs().max().reshape(1)
+        dist.all_reduce(diff, op=dist.ReduceOp.MAX)
+        if float(diff) > 0:
+            raise RuntimeError(f"student parameters differ across processes (max abs difference "
+                               f"{float(diff):.3g}): data-parallel replicas went out of sync")
+        logger.info("student parameters identical across %d processes", self.ctx.world_size)
 
     def close(self) -> None:
         if self.initialized_here and dist.is_initialized():
@@ -230,7 +242,7 @@ class Trainer:
         self.seed = int(seed)
         self.args = dict(args or {})
         self.config_data = dict(config_data)
-        self.cfg: PretrainConfig = from_dict(PretrainConfig, config_data, where=config_where)
+        self.cfg: PretrainConfig = PretrainConfig.from_data(config_data, where=config_where)
         if device.startswith("cuda") and self.ctx.distributed and ":" not in device:
             device = f"cuda:{self.ctx.local_rank}"
         if device.startswith("cuda") and not torch.cuda.is_available():
@@ -242,7 +254,7 @@ class Trainer:
         seed_everything(self.seed)
         self.expert = expert_cls(self.config_data["pretrain_expert"]["datarc"], model_config,
                                  self.device, False, seed=self.seed, rank=self.ctx.rank,
-                                 world_size=self.ctx.world_size)
+                                 world_size=self.ctx.world_size, config_where=config_where)
         self.expert.to(self.device)
         self.model_data = dict(self.expert.upstream_config)
         self.student: nn.Module = self.expert.model
@@ -307,7 +319,7 @@ class Trainer:
         self.optimizer.load_state_dict(ckpt["optimizer"])
         if self.scheduler is not None and ckpt.get("scheduler"):
             state = dict(ckpt["scheduler"])
-            state.pop("lr_lambdas", None)
+            state["lr_lambdas"] = [None] * len(self.scheduler.lr_lambdas)  # the factor comes from the config
             self.scheduler.load_state_dict(state)
         if self.scaler is not None and ckpt.get("scaler"):
             self.scaler.load_state_dict(ckpt["scaler"])
@@ -494,8 +506,22 @@ class Trainer:
         if self.writer is not None:
             self.writer.flush()
         if self.ctx.distributed:
+            self.check_replicas_equal()
             dist.barrier()
         return last_path or os.path.join(self.expdir, f"states-{self.step}.ckpt")
+
+    def check_replicas_equal(self) -> None:
+        """Raise if any process's student parameters differ from rank 0's (DDP desync)."""
+        flat = torch.cat([p.detach().reshape(-1).float() for p in self.student.parameters()])
+        flat = flat.to(self._comm_device)
+        ref = flat.clone()
+        dist.broadcast(ref, src=0)
+        diff = (flat - ref).abs().max().reshape(1)
+        dist.all_reduce(diff, op=dist.ReduceOp.MAX)
+        if float(diff) > 0:
+            raise RuntimeError(f"student parameters differ across processes (max abs difference "
+                               f"{float(diff):.3g}): data-parallel replicas went out of sync")
+        logger.info("student parameters identical across %d processes", self.ctx.world_size)
 
     def close(self) -> None:
         if self.writer is not None:

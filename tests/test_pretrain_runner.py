@@ -1,0 +1,161 @@
+"""Our pretraining runner: checkpoints, resume, export, overrides, autocast (fast, in-process).
+
+The slow end-to-end runs (SIGKILL resume, S3PRL's own runner, 2-process DDP) live in
+``test_pretrain_e2e.py``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+
+import s3prl_distill  # noqa: F401
+from distill_fixtures import make_audio_dir, make_teacher, model_yaml, runner_config
+from s3prl_distill.checkpoint import load_student, read_checkpoint
+from s3prl_distill.config import ConfigError
+from s3prl_distill.io import safe_load
+from s3prl_distill.pretrain.trainer import list_checkpoints
+from s3prl_distill.run_pretrain import apply_override, parse_args, run
+
+
+@pytest.fixture
+def setup(tmp_path):
+    teacher = make_teacher(tmp_path / "teacher.pt")
+    make_audio_dir(tmp_path / "audio", count=8)
+    return tmp_path, teacher
+
+
+def _args(tmp_path, model, runner, expdir="exp", *extra):
+    return parse_args(["-u", "distiller", "-g", str(model), "-c", str(runner),
+                       "-p", str(tmp_path / expdir), "--device", "cpu", "--seed", "7", *extra])
+
+
+def _params(path):
+    return read_checkpoint(path)["state_dict"]
+
+
+def test_run_writes_loadable_checkpoints_and_keeps_last_n(setup):
+    tmp_path, teacher = setup
+    model = model_yaml(tmp_path, teacher, "fithubert")
+    runner = runner_config(tmp_path, tmp_path / "audio", total_steps=6, save_step=2, max_keep=2)
+    final = run(_args(tmp_path, model, runner))
+    assert final == str(tmp_path / "exp" / "states-6.ckpt")
+    assert [s for s, _ in list_checkpoints(str(tmp_path / "exp"))] == [4, 6]
+    ckpt = safe_load(final)  # weights_only: tensors and plain data only
+    for key in ("format", "version", "config", "state_dict", "teacher", "training", "optimizer",
+                "scheduler", "step", "rng", "data_state", "runner_config", "model_config"):
+        assert key in ckpt, key
+    assert ckpt["step"] == 6 and ckpt["training"]["loss"] == "fithubert"
+    assert any(k.startswith("heads.") for k in ckpt["state_dict"])
+    student, meta = load_student(final)
+    assert len(student.heads) == 0 and meta["step"] == 6
+    with torch.no_grad():
+        out = student(torch.randn(1, 16000))
+    assert len({h.shape for h in out.hidden_states}) == 1
+    assert (tmp_path / "exp" / "config_runner.yaml").is_file()
+    assert (tmp_path / "exp" / "config_model.yaml").is_file()
+    events = [f for f in os.listdir(tmp_path / "exp") if f.startswith("events.out.tfevents")]
+    blob = b"".join((tmp_path / "exp" / f).read_bytes() for f in events)
+    for tag in (b"distiller/train-loss", b"distiller/train-mse/layer1", b"distiller/train-mse/layer2",
+                b"distiller/train-hint", b"distiller/train-lr", b"distiller/train-audio-seconds-per-second"):
+        assert tag in blob, tag
+
+
+def test_resume_gives_identical_parameters(setup):
+    tmp_path, teacher = setup
+    model = model_yaml(tmp_path, teacher, "distilhubert", dropout=0.1)  # RNG state matters
+    runner = runner_config(tmp_path, tmp_path / "audio", total_steps=7, save_step=3, batch_size=3)
+    full = run(_args(tmp_path, model, runner, "full"))
+    # an interrupted run: keep only the checkpoint of update 3, then rerun the same command
+    part = run(_args(tmp_path, model, runner, "part"))
+    for step, path in list_checkpoints(str(tmp_path / "part")):
+        if step != 3:
+            os.remove(path)
+    resumed = run(_args(tmp_path, model, runner, "part"))
+    assert os.path.basename(resumed) == os.path.basename(full) == "states-7.ckpt"
+    a, b = _params(full), _params(resumed)
+    assert a.keys() == b.keys()
+    for key in a:
+        assert torch.equal(a[key], b[key]), key
+    ca, cb = safe_load(full), safe_load(resumed)
+    assert ca["data_state"] == cb["data_state"]
+    assert ca["optimizer"]["state"][0]["step"] == cb["optimizer"]["state"][0]["step"]
+
+
+def test_past_exp_and_finished_run(setup):
+    tmp_path, teacher = setup
+    model = model_yaml(tmp_path, teacher)
+    runner = runner_config(tmp_path, tmp_path / "audio", total_steps=4, save_step=2)
+    final = run(_args(tmp_path, model, runner))
+    again = run(_args(tmp_path, model, runner))  # already finished: nothing trained
+    assert again == final
+    # -e resumes from a given checkpoint into the given expdir
+    other = run(parse_args(["-e", str(tmp_path / "exp" / "states-2.ckpt"), "-p",
+                            str(tmp_path / "other"), "--device", "cpu", "--seed", "7"]))
+    a, b = _params(final), _params(other)
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_export_student_only(setup):
+    from s3prl_distill.commands.export import export_student
+
+    tmp_path, teacher = setup
+    model = model_yaml(tmp_path, teacher)
+    runner = runner_config(tmp_path, tmp_path / "audio", total_steps=2, save_step=1)
+    final = run(_args(tmp_path, model, runner))
+    out = export_student(final, str(tmp_path / "student.pt"))
+    ckpt = safe_load(out)
+    assert sorted(ckpt) == ["config", "format", "state_dict", "teacher", "training", "version"]
+    assert not any(k.startswith("heads.") for k in ckpt["state_dict"])
+    kept = safe_load(export_student(final, str(tmp_path / "with_heads.pt"), keep_heads=True))
+    assert any(k.startswith("heads.") for k in kept["state_dict"])
+    student, _ = load_student(out)
+    ref = _params(final)
+    for key, value in student.state_dict().items():
+        assert torch.equal(value, ref[key])
+
+
+def test_bf16_autocast_and_accumulation(setup):
+    tmp_path, teacher = setup
+    model = model_yaml(tmp_path, teacher)
+    runner = runner_config(tmp_path, tmp_path / "audio", total_steps=2, save_step=2, accum=2,
+                           batch_size=2)
+    data = yaml.safe_load(runner.read_text())
+    data["runner"]["precision"] = "bf16"
+    runner.write_text(yaml.safe_dump(data))
+    final = run(_args(tmp_path, model, runner))
+    ckpt = safe_load(final)
+    assert ckpt["training"]["precision"] == "bf16" and ckpt["training"]["global_batch_size"] == 4
+    assert ckpt["data_state"]["batches_done"] == 4  # 2 updates x 2 accumulated micro-batches
+    assert all(torch.isfinite(v).all() for v in ckpt["state_dict"].values())
+
+
+def test_override_is_parsed_not_evaluated():
+    args = argparse.Namespace(seed=1)
+    config = {"optimizer": {"lr": 1.0}}
+    apply_override("config.optimizer.lr=1.0e-3,,args.seed=3,,config.runner.name='x',,"
+                   "config.pretrain_expert.datarc.sets=[a, b],,config.x.y=__import__('os')", args, config)
+    assert config["optimizer"]["lr"] == 1e-3 and args.seed == 3
+    assert config["runner"]["name"] == "x"
+    assert config["pretrain_expert"]["datarc"]["sets"] == ["a", "b"]
+    assert config["x"]["y"] == "__import__('os')"  # a plain string, never evaluated
+    with pytest.raises(ConfigError, match="key=value"):
+        apply_override("config.optimizer.lr", args, config)
+
+
+def test_config_errors_name_file_and_key(setup):
+    tmp_path, teacher = setup
+    model = model_yaml(tmp_path, teacher)
+    runner = runner_config(tmp_path, tmp_path / "audio")
+    data = yaml.safe_load(runner.read_text())
+    data["runner"]["totl_steps"] = 3
+    runner.write_text(yaml.safe_dump(data))
+    with pytest.raises(ConfigError, match=r"runner\.yaml: runner.*totl_steps"):
+        run(_args(tmp_path, model, runner))
+    with pytest.raises(ConfigError, match="-g UPSTREAM_CONFIG"):
+        run(parse_args(["-c", str(runner), "-p", str(tmp_path / "x"), "--device", "cpu"]))
