@@ -23,6 +23,7 @@ error. Fine-tuned checkpoints (``w2v_encoder.w2v_model.*``, config in ``w2v_args
 
 from __future__ import annotations
 
+import argparse
 import ast
 import logging
 import os
@@ -183,6 +184,8 @@ def to_plain(obj: Any) -> Any:
         if isinstance(state, dict):
             return {k: to_plain(v) for k, v in state.items()}
         return to_plain(state)
+    if isinstance(obj, argparse.Namespace):  # the real class, if someone allow-listed it globally
+        return {k: to_plain(v) for k, v in vars(obj).items()}
     if isinstance(obj, Mapping):
         return {k: to_plain(v) for k, v in obj.items()}
     if isinstance(obj, list):
