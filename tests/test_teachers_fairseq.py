@@ -193,3 +193,39 @@ def test_mapping_errors_and_bad_files(tmp_path):
         build_teacher({"source": "fairseq", "path": str(tmp_path / "mismatch.pt")})
     with pytest.raises(TeacherError, match="no such file"):
         build_teacher({"source": "fairseq", "path": str(tmp_path / "none.pt")})
+
+
+def test_unilm_wavlm_checkpoint_matches_s3prl_wavlm(tmp_path):
+    """WavLM's own format ({"cfg": flat dict, "model": ...}) against S3PRL's copy of unilm's WavLM."""
+    from s3prl.upstream.wavlm.WavLM import WavLM, WavLMConfig
+
+    cfg = {"extractor_mode": "default", "encoder_layers": 2, "encoder_embed_dim": 64, "encoder_ffn_embed_dim": 128,
+           "encoder_attention_heads": 4, "conv_feature_layers": CONV, "conv_pos": 16, "conv_pos_groups": 4,
+           "relative_position_embedding": True, "num_buckets": 16, "max_distance": 64, "gru_rel_pos": True,
+           "layer_norm_first": False, "normalize": False}
+    torch.manual_seed(0)
+    model = WavLM(WavLMConfig(cfg)).eval()
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if "norm" in name or "grep" in name or "relative" in name:
+                p.add_(0.1 * torch.randn_like(p))
+    torch.save({"cfg": cfg, "model": model.state_dict()}, tmp_path / "wavlm.pt")
+    teacher = build_teacher({"source": "fairseq", "path": str(tmp_path / "wavlm.pt")})
+    assert teacher.arch == "wavlm" and teacher.arch_config.num_buckets == 16 and teacher.arch_config.max_distance == 64
+    wavs, lengths = padded_batch(LENGTHS)
+    out = teacher(wavs, lengths)
+    for b, n in enumerate(LENGTHS):
+        assert_valid_close(out.hidden_states, out.lengths, s3prl_layer_outputs(model, wavs[b, :n]), b)
+    with pytest.raises(TeacherError, match="gru_rel_pos"):
+        arch_from_fairseq({**cfg, "gru_rel_pos": False})
+
+
+def test_args_checkpoint_loads_when_namespace_is_allowlisted_globally(tmp_path):
+    """s3prl_distill.compat allow-lists the real argparse.Namespace for S3PRL's checkpoints."""
+    arch = tiny_arch()
+    args = argparse.Namespace(arch="hubert", **{k: v for k, v in fairseq_model_config(arch).items() if k != "_name"})
+    torch.save({"args": args, "model": torchaudio_to_fairseq(tiny_model(arch).state_dict())}, tmp_path / "h.pt")
+    with torch.serialization.safe_globals([argparse.Namespace]):
+        loaded = safe_load_fairseq(str(tmp_path / "h.pt"))
+        teacher = build_teacher({"source": "fairseq", "path": str(tmp_path / "h.pt")})
+    assert loaded["args"]["encoder_layers"] == 2 and teacher.num_layers == 2

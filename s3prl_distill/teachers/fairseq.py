@@ -221,6 +221,8 @@ def fairseq_configs(ckpt: Mapping[str, Any], where: str) -> Tuple[Dict[str, Any]
     if isinstance(cfg, Mapping) and isinstance(cfg.get("model"), Mapping):
         model = {k: _resolve(v, cfg) for k, v in cfg["model"].items()}
         task = {k: _resolve(v, cfg) for k, v in (cfg.get("task") or {}).items()}
+    elif isinstance(cfg, Mapping) and ("encoder_layers" in cfg or "conv_feature_layers" in cfg):
+        model, task = dict(cfg), dict(cfg)  # unilm WavLM: one flat model config
     elif isinstance(args, Mapping):
         model, task = dict(args), dict(args)
     else:
@@ -296,6 +298,8 @@ def arch_from_fairseq(
         raise TeacherError(f"{where}: pos_conv_depth {model_cfg.get('pos_conv_depth')} is not supported (1 only)")
     if get("activation_fn", "gelu") != "gelu":
         raise TeacherError(f"{where}: activation_fn {model_cfg.get('activation_fn')!r} is not supported (gelu only)")
+    if model_cfg.get("relative_position_embedding") and not get("gru_rel_pos", True):
+        raise TeacherError(f"{where}: WavLM without gru_rel_pos is not supported (torchaudio's WavLM is gated)")
     values = {
         "extractor_mode": "layer_norm" if mode == "layer_norm" else "group_norm",
         "conv_layers": parse_conv_layers(get("conv_feature_layers", _DEFAULT_CONV), where),
