@@ -229,3 +229,24 @@ def test_args_checkpoint_loads_when_namespace_is_allowlisted_globally(tmp_path):
         loaded = safe_load_fairseq(str(tmp_path / "h.pt"))
         teacher = build_teacher({"source": "fairseq", "path": str(tmp_path / "h.pt")})
     assert loaded["args"]["encoder_layers"] == 2 and teacher.num_layers == 2
+
+
+@pytest.mark.parametrize("size", ["base", "large"])
+def test_full_size_fairseq_hubert_keys_map_onto_torchaudio(size):
+    """Real HuBERT Base / Large shapes (meta tensors, no weights): S3PRL's fairseq HubertModel state dict
+    maps key-for-key and shape-for-shape onto the torchaudio model our config builds."""
+    from s3prl.upstream.hubert.hubert_model import HubertConfig, HubertModel, HubertPretrainingConfig
+    from s3prl_distill.teachers.wav2vec2 import build_wav2vec2_model
+
+    kw = {} if size == "base" else dict(extractor_mode="layer_norm", encoder_layers=24, encoder_embed_dim=1024,
+                                        encoder_ffn_embed_dim=4096, encoder_attention_heads=16,
+                                        layer_norm_first=True, final_dim=768)
+    with torch.device("meta"):
+        fs_model = HubertModel(HubertConfig(label_rate=50.0, **kw), HubertPretrainingConfig(), [list("abcd")])
+        arch = arch_from_fairseq(kw)
+        ta_model = build_wav2vec2_model(arch)
+    mapped = fairseq_to_torchaudio(fs_model.state_dict())
+    expected = ta_model.state_dict()
+    assert mapped.keys() == expected.keys()
+    assert all(mapped[k].shape == expected[k].shape for k in expected)
+    assert arch.num_layers == (12 if size == "base" else 24) and arch.downsample_rate == 320

@@ -10,6 +10,8 @@ See :mod:`s3prl_distill.teachers.config` for the sources and
 
 from __future__ import annotations
 
+import dataclasses
+import os
 from typing import Any, Mapping, Union
 
 from s3prl_distill.config import from_dict
@@ -28,6 +30,8 @@ def build_teacher(cfg: Union[TeacherConfig, Mapping[str, Any]]) -> Teacher:
     """
     if not isinstance(cfg, TeacherConfig):
         cfg = from_dict(TeacherConfig, cfg, where="teacher")
+    if cfg.path is not None:
+        cfg = dataclasses.replace(cfg, path=os.path.expanduser(cfg.path))
     if cfg.source == "torchaudio":
         from s3prl_distill.teachers.wav2vec2 import load_torchaudio_teacher
 
