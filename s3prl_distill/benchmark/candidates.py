@@ -119,7 +119,8 @@ def s3prl_candidates(
     workdir: str, tiny: bool = False, seed: int = 0, model: Optional[nn.Module] = None,
     config: Optional[Dict[str, Any]] = None,
 ) -> List[Candidate]:
-    """S3PRL's DistilHuBERT through its own hub expert, without and with heads.
+    """S3PRL's DistilHuBERT through its own hub expert, without and with heads, and our student
+    code running the same weights (``distilhubert@s3prl``, for the like-for-like comparison).
 
     Args:
         workdir: folder for the temporary ``distiller_local`` checkpoint.
@@ -149,7 +150,14 @@ def s3prl_candidates(
         out = expert(_unpad(wavs, lengths), no_pred=True)
         return out["hidden_states"], out["pad_mask"].sum(-1).long()
 
+    from s3prl_distill.benchmark.s3prl_distiller import student_from_s3prl
+
+    ours = student_candidate(
+        "distilhubert@s3prl", student_from_s3prl(model, config),
+        note="our student code, S3PRL's weights converted (identical outputs)",
+    )
     return [
+        ours,
         Candidate(
             "s3prl_distiller", run_plain, without, with_heads, "reference", module=expert,
             hidden=hidden, note="s3prl.upstream.distiller hub expert, no_pred=True",

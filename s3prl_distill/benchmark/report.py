@@ -31,7 +31,8 @@ def default_targets(names: Sequence[str]) -> List[Target]:
     targets: List[Target] = []
     if "distilhubert" in names:
         targets.append(Target("distilhubert", "teacher", "10s", 2.0, paper=1.73))
-        targets.append(Target("distilhubert", "s3prl_distiller", "10s", 1.2))
+    if "distilhubert@s3prl" in names:
+        targets.append(Target("distilhubert@s3prl", "s3prl_distiller", "10s", 1.2))
     for name in names:
         if name.startswith("fithubert") and ("k2" in name or name == "fithubert"):
             targets.append(Target(name, "teacher", "10s", 4.5, paper=2.8))

@@ -147,13 +147,18 @@ class FeatureExtractor(nn.Module):
 
 
 class FeatureProjection(nn.Module):
-    """LayerNorm(C) -> Linear(C, D) -> dropout: [B, T, C] -> [B, T, D]."""
+    """LayerNorm(C) -> Linear(C, D) -> dropout: [B, T, C] -> [B, T, D].
 
-    def __init__(self, in_features: int, out_features: int, dropout: float):
+    ``layer_norm=False`` leaves out the LayerNorm (S3PRL's DistillerModel has none).
+    """
+
+    def __init__(self, in_features: int, out_features: int, dropout: float, layer_norm: bool = True):
         super().__init__()
-        self.layer_norm = nn.LayerNorm(in_features)
+        self.layer_norm = nn.LayerNorm(in_features) if layer_norm else None
         self.projection = nn.Linear(in_features, out_features)
         self.dropout = nn.Dropout(dropout)
 
     def forward(self, x: Tensor) -> Tensor:
-        return self.dropout(self.projection(self.layer_norm(x)))
+        if self.layer_norm is not None:
+            x = self.layer_norm(x)
+        return self.dropout(self.projection(x))

@@ -125,6 +125,9 @@ class EncoderConfig:
     attention_dropout: float = 0.1
     activation_dropout: float = 0.1
     feature_dropout: float = 0.0
+    # LayerNorm on the CNN features before the projection: HuBERT / wav2vec 2.0 (fairseq,
+    # torchaudio) have it; S3PRL's DistillerModel (the published DistilHuBERT) does not.
+    feature_layer_norm: bool = True
 
     def validate(self) -> None:
         for key in ("dim", "ffn_dim", "num_heads"):

@@ -78,7 +78,9 @@ class _Encoder(nn.Module):
     def __init__(self, cfg: StudentConfig, in_channels: int):
         super().__init__()
         enc = cfg.encoder
-        self.feature_projection = FeatureProjection(in_channels, enc.dim, enc.feature_dropout)
+        self.feature_projection = FeatureProjection(
+            in_channels, enc.dim, enc.feature_dropout, layer_norm=enc.feature_layer_norm
+        )
         self.transformer = _Transformer(cfg)
 
 

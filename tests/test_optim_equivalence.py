@@ -1,0 +1,128 @@
+"""Every speed-related change leaves outputs equal (within tolerance).
+
+* S3PRL distiller -> our student weight conversion: identical transformer layers and head outputs.
+* Optimisation variants (int8 dynamic quantisation, bf16 autocast): within their numeric error.
+* Student fast paths (pointwise convs as matmuls, first conv as unfold + matmul, per-utterance CNN
+  on padded batches): equal to the plain path.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+import torch
+
+import s3prl_distill  # noqa: F401
+from s3prl_distill.benchmark.candidates import TINY_S3PRL, student_candidate
+from s3prl_distill.benchmark.s3prl_distiller import (
+    build_s3prl_distiller,
+    convert_s3prl_state_dict,
+    parse_conv_layers,
+    s3prl_distiller_config,
+    student_from_s3prl,
+)
+
+TOL = 1e-4
+
+
+def _batch(lengths, seed=0):
+    gen = torch.Generator().manual_seed(seed)
+    wavs = torch.zeros(len(lengths), max(lengths))
+    for i, n in enumerate(lengths):
+        wavs[i, :n] = 0.1 * torch.randn(n, generator=gen)
+    return wavs, torch.tensor(lengths)
+
+
+@pytest.fixture(scope="module")
+def tiny_pair():
+    # 40-dim CNN output != 32-dim encoder, so S3PRL builds its post_extract_proj
+    config = s3prl_distiller_config(**dict(TINY_S3PRL, extractor_conv_feature_layers=
+                                           "[(40,10,5)] + [(40,8,4)] + [(40,4,4)] + [(40,2,2)] * 2"))
+    model = build_s3prl_distiller(config, seed=3)
+    return model, config, student_from_s3prl(model, config)
+
+
+def test_parse_conv_layers_without_eval():
+    assert parse_conv_layers("[(512,10,5)] + [(512,3,2)] * 4 + [(512,2,2)] * 2") == (
+        [(512, 10, 5)] + [(512, 3, 2)] * 4 + [(512, 2, 2)] * 2
+    )
+    with pytest.raises(ValueError, match="extractor_conv_feature_layers"):
+        parse_conv_layers("__import__('os')")
+    with pytest.raises(ValueError, match="repeat count"):
+        parse_conv_layers("[(1,2,3)] * x")
+
+
+def test_conversion_gives_identical_layers_and_heads(tiny_pair):
+    model, config, student = tiny_pair
+    wavs, lengths = _batch([8000, 8000])
+    with torch.inference_mode():
+        _, _, pred, _, hidden = model(wavs, torch.ones_like(wavs), get_hidden=True)
+        out = student(wavs, lengths, with_heads=True)
+    assert len(hidden) == len(out.layer_outputs) - 1 == config["encoder_layers"]
+    for theirs, ours in zip(hidden, out.layer_outputs[1:]):
+        assert torch.allclose(theirs, ours, atol=TOL), (theirs - ours).abs().max()
+    for j, ours in enumerate(out.predictions):
+        assert torch.allclose(pred[:, j], ours, atol=TOL)
+    assert sum(p.numel() for p in student.parameters()) == sum(p.numel() for p in model.parameters())
+
+
+def test_padded_batch_equals_s3prl_per_utterance(tiny_pair):
+    """S3PRL's group norm sees the padding; ours does not: ours on a padded batch equals S3PRL on
+    each utterance alone."""
+    model, config, student = tiny_pair
+    lengths = [8000, 5000, 3200]
+    wavs, lens = _batch(lengths, seed=1)
+    with torch.inference_mode():
+        out = student(wavs, lens, with_heads=False)
+        for i, n in enumerate(lengths):
+            _, _, _, _, hidden = model(wavs[i:i + 1, :n], torch.ones(1, n), get_hidden=True, no_pred=True)
+            frames = int(out.lengths[i])
+            assert hidden[-1].shape[1] == frames
+            assert torch.allclose(hidden[-1][0], out.hidden_states[-1][i, :frames], atol=TOL)
+
+
+def test_conversion_refuses_unknown_keys(tiny_pair):
+    model, config, _ = tiny_pair
+    state = dict(model.state_dict())
+    state["encoder.something_new.weight"] = torch.zeros(1)
+    with pytest.raises(KeyError, match="something_new"):
+        convert_s3prl_state_dict(state, config)
+
+
+def test_int8_variant_close(tiny_pair):
+    from s3prl_distill.benchmark.variants import make_variant
+
+    _, _, student = tiny_pair
+    base = student_candidate("distilhubert", student)
+    quant = make_variant(base, "int8")
+    wavs, lengths = _batch([8000, 6000], seed=2)
+    with torch.inference_mode():
+        ref, _ = base.hidden(wavs, lengths)
+        got, _ = quant.hidden(wavs, lengths)
+    for a, b in zip(ref[1:], got[1:]):
+        # quantisation error relative to the activations' scale
+        assert (a - b).abs().max() <= 0.1 * a.abs().max()
+    assert quant.meta["macs_from"] == "distilhubert"
+
+
+def test_bf16_variant_close(tiny_pair):
+    from s3prl_distill.benchmark.variants import make_variant
+
+    _, _, student = tiny_pair
+    base = student_candidate("distilhubert", student)
+    half = make_variant(base, "bf16")
+    wavs, lengths = _batch([8000], seed=4)
+    with torch.inference_mode():
+        ref, _ = base.hidden(wavs, lengths)
+        got, _ = half.hidden(wavs, lengths)
+    for a, b in zip(ref, got):
+        assert b.dtype == torch.float32
+        assert (a - b).abs().max() <= 0.05 * a.abs().max() + 1e-3
+
+
+def test_unknown_variant_is_named():
+    from s3prl_distill.benchmark.variants import make_variant
+
+    with pytest.raises(ValueError, match="fp4"):
+        make_variant(student_candidate("x", torch.nn.Linear(1, 1)), "fp4")
