@@ -33,7 +33,7 @@ from typing import Any, Dict, List, Mapping, Optional, Tuple
 import torch
 from torch import Tensor
 
-from s3prl_distill.config import ConfigError, from_dict, to_dict
+from s3prl_distill.config import from_dict, to_dict
 from s3prl_distill.teachers.base import TeacherError
 from s3prl_distill.teachers.wav2vec2 import (
     Wav2Vec2Arch,
