@@ -48,8 +48,9 @@ TINY_TEACHER = dict(
     encoder_attention_dropout=0.0, encoder_ff_interm_features=64, encoder_ff_interm_dropout=0.0,
     encoder_dropout=0.0, encoder_layer_norm_first=False, encoder_layer_drop=0.0, aux_num_out=None,
 )
+# (40 CNN channels != 32 encoder dims: S3PRL then builds its post_extract_proj, as in the real model)
 TINY_S3PRL = dict(
-    extractor_conv_feature_layers=str(TINY_CONV).replace(" ", ""), conv_pos=16,
+    extractor_conv_feature_layers=str([(40, k, s) for _, k, s in TINY_CONV]).replace(" ", ""), conv_pos=16,
     conv_pos_groups=4, encoder_layers=2, encoder_embed_dim=32, encoder_ffn_embed_dim=64,
     encoder_attention_heads=2, final_dim=32, pred_layer_id=[2, 3, 4],
 )
