@@ -16,7 +16,7 @@ from __future__ import annotations
 import os
 import struct
 from dataclasses import dataclass
-from typing import BinaryIO, Dict, Mapping, Tuple
+from typing import BinaryIO, Dict, Mapping
 
 import numpy as np
 import torch
@@ -152,7 +152,3 @@ def write_model_bin(
 
     _atomic_replace(path, write)
 
-
-def shapes(model: CT2Model) -> Dict[str, Tuple[int, ...]]:
-    """name -> shape, for messages."""
-    return {k: tuple(v.shape) for k, v in model.variables.items()}
