@@ -53,15 +53,23 @@ class MaskedGroupNorm(nn.GroupNorm):
         super().__init__(num_channels, num_channels, affine=True)
 
     def forward(self, x: Tensor, lengths: Optional[Tensor] = None) -> Tensor:
-        """x (Tensor): [B, C, T]; lengths (Tensor): [B] valid frames or None -> [B, C, T]."""
+        """x (Tensor): [B, C, T]; lengths (Tensor): [B] valid frames or None -> [B, C, T].
+
+        Padded frames get the same affine map as their utterance (their values are never used).
+        """
         if lengths is None or bool((lengths == x.shape[-1]).all()):
             return super().forward(x)
-        mask = _valid_mask(lengths, x.shape[-1]).to(x.dtype)[:, None, :]  # [B, 1, T]
-        count = lengths.clamp(min=1).to(x.dtype)[:, None, None]
-        mean = (x * mask).sum(-1, keepdim=True) / count
-        var = (((x - mean) * mask) ** 2).sum(-1, keepdim=True) / count
-        y = (x - mean) * torch.rsqrt(var + self.eps)
-        return y * self.weight[None, :, None] + self.bias[None, :, None]
+        # statistics per utterance over its valid frames (one pass each), then one fused
+        # multiply-add over the whole batch: y = x * scale + shift
+        means, rstds = [], []
+        for b, n in enumerate(lengths.tolist()):
+            var, mean = torch.var_mean(x[b, :, : max(int(n), 1)], dim=-1, unbiased=False)
+            means.append(mean)
+            rstds.append(torch.rsqrt(var + self.eps))
+        mean = torch.stack(means)[:, :, None]  # [B, C, 1]
+        scale = torch.stack(rstds)[:, :, None] * self.weight[None, :, None]
+        shift = self.bias[None, :, None] - mean * scale
+        return torch.addcmul(shift, x, scale)
 
 
 class ChannelLayerNorm(nn.LayerNorm):

@@ -68,10 +68,11 @@ class SelfAttention(nn.Module):
     def forward(self, x: Tensor, mask: Optional[Tensor]) -> Tensor:
         """x (Tensor): [B, T, D]; mask: [B, 1, 1, T] bool (True = attend) or None -> [B, T, D]."""
         b, t, d = x.shape
-        shape = (b, t, self.num_heads, self.head_dim)
-        q = self.q_proj(x).view(shape).transpose(1, 2)
-        k = self.k_proj(x).view(shape).transpose(1, 2)
-        v = self.v_proj(x).view(shape).transpose(1, 2)
+        # one GEMM for q, k, v (the weights stay separate parameters, named like torchaudio's)
+        weight = torch.cat([self.q_proj.weight, self.k_proj.weight, self.v_proj.weight])
+        bias = torch.cat([self.q_proj.bias, self.k_proj.bias, self.v_proj.bias])
+        qkv = F.linear(x, weight, bias).view(b, t, 3, self.num_heads, self.head_dim)
+        q, k, v = qkv.permute(2, 0, 3, 1, 4).unbind(0)  # each [B, H, T, d_head]
         y = F.scaled_dot_product_attention(
             q, k, v, attn_mask=mask, dropout_p=self.dropout if self.training else 0.0
         )
