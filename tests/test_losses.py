@@ -141,3 +141,28 @@ def test_loss_config_and_builder():
         from_dict(LossConfig, {"type": "kl"}, where="m.yaml: loss")
     with pytest.raises(ConfigError, match="cos_weight"):
         from_dict(LossConfig, {"cos_weight": -1.0}, where="m.yaml: loss")
+
+
+def test_fithubert_random_hints_per_epoch():
+    layers = [1, 2, 3, 4, 5]  # four hints + the last layer
+    loss = FitHuBERTLoss(layers, hint_weight=1.0, random_hints=2, seed=3)
+    preds = [torch.zeros(1, 2, 2) for _ in layers]
+    targets = [torch.full((1, 2, 2), float(k)) for k in layers]  # MSE of layer k = k^2
+    chosen = []
+    for epoch in range(6):
+        loss.set_epoch(epoch)
+        assert len(loss.active_hints) == 2
+        total, terms = loss(preds, targets, torch.ones(1, 2, dtype=torch.bool))
+        hints = [layers[i] for i in loss.active_hints]
+        assert terms["hint"].item() == pytest.approx(sum(k * k for k in hints))
+        assert total.item() == pytest.approx(25 + sum(k * k for k in hints))
+        assert terms["mse/layer1"].item() == pytest.approx(1.0)  # still reported
+        chosen.append(tuple(hints))
+    assert len(set(chosen)) > 1  # a new draw per epoch
+    again = FitHuBERTLoss(layers, random_hints=2, seed=3)
+    again.set_epoch(4)
+    assert tuple(layers[i] for i in again.active_hints) == chosen[4]  # deterministic
+    with pytest.raises(ValueError, match="random_hints"):
+        FitHuBERTLoss(layers, random_hints=5)
+    with pytest.raises(ConfigError, match="random_hints"):
+        from_dict(LossConfig, {"type": "distilhubert", "random_hints": 2})

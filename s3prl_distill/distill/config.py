@@ -7,6 +7,7 @@ loss:            # LossConfig (here)
   type: distilhubert      # distilhubert | fithubert
   cos_weight: 1.0         # DistilHuBERT lambda (Eq. 1)
   hint_weight: 0.1        # FitHuBERT lambda (Eq. 3)
+  random_hints: null      # FitHuBERT Table 3: only N random hints per epoch (null: all)
 init:            # InitConfig (s3prl_distill.models.config, re-exported here)
   from_teacher: true      # copy the teacher's CNN + first num_layers transformer layers
   num_layers: 2
@@ -43,8 +44,14 @@ class LossConfig:
     type: Literal["distilhubert", "fithubert"] = "distilhubert"
     cos_weight: float = 1.0
     hint_weight: float = 0.1
+    random_hints: Optional[int] = None
 
     def validate(self) -> None:
+        if self.random_hints is not None:
+            if self.type != "fithubert":
+                raise ConfigError("random_hints: only used with type fithubert")
+            if self.random_hints < 0:
+                raise ConfigError(f"random_hints: expected an integer >= 0, got {self.random_hints}")
         if self.cos_weight < 0:
             raise ConfigError(f"cos_weight: expected a number >= 0, got {self.cos_weight}")
         if self.hint_weight < 0:

@@ -25,7 +25,7 @@ FitHuBERT (Lee et al., 2022, Eqs. 1-3), with the last head predicting the teache
 from __future__ import annotations
 
 import logging
-from typing import Dict, List, Sequence, Tuple
+from typing import Dict, List, Optional, Sequence, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -148,9 +148,15 @@ class FitHuBERTLoss(nn.Module):
     Args:
         target_layers: teacher layer predicted by each head, in head order.
         hint_weight: lambda of Eq. 3 (0.1 in the paper; 0 gives the "no hints" ablation).
+        random_hints: FitHuBERT Table 3 ablation: in each epoch only this many hints, drawn at
+            random (seeded by ``seed`` and the epoch, see :meth:`set_epoch`), count; ``None``: all.
+            Unselected hints are weighted 0 (their heads stay in the graph, so data-parallel
+            training sees every parameter every step); their MSEs are still reported.
+        seed: seed of the hint draws.
     """
 
-    def __init__(self, target_layers: Sequence[int], hint_weight: float = 0.1):
+    def __init__(self, target_layers: Sequence[int], hint_weight: float = 0.1,
+                 random_hints: Optional[int] = None, seed: int = 0):
         super().__init__()
         if len(target_layers) == 0:
             raise ValueError("FitHuBERTLoss needs at least one target layer")
@@ -158,6 +164,24 @@ class FitHuBERTLoss(nn.Module):
             raise ValueError(f"hint_weight must be >= 0, got {hint_weight}")
         self.target_layers: List[int] = [int(k) for k in target_layers]
         self.hint_weight = float(hint_weight)
+        num_hints = len(self.target_layers) - 1
+        if random_hints is not None and not 0 <= random_hints <= num_hints:
+            raise ValueError(f"random_hints must lie in [0, {num_hints}] (the hint heads), got {random_hints}")
+        self.random_hints = random_hints
+        self.seed = int(seed)
+        self.active_hints: List[int] = list(range(num_hints))  # indices into the hint heads
+        self.set_epoch(0)
+
+    def set_epoch(self, epoch: int) -> None:
+        """Draw the hints of ``epoch`` (only with ``random_hints``); deterministic in (seed, epoch)."""
+        if self.random_hints is None:
+            return
+        gen = torch.Generator()
+        gen.manual_seed(self.seed * 1_000_003 + int(epoch))
+        perm = torch.randperm(len(self.target_layers) - 1, generator=gen).tolist()
+        self.active_hints = sorted(perm[: self.random_hints])
+        logger.info("epoch %d: FitHuBERT hints from teacher layers %s", epoch,
+                    [self.target_layers[i] for i in self.active_hints])
 
     def forward(self, predictions: Sequence[Tensor], targets: Sequence[Tensor],
                 mask: Tensor) -> Tuple[Tensor, Dict[str, Tensor]]:
@@ -171,17 +195,19 @@ class FitHuBERTLoss(nn.Module):
             mses.append(mse)
         feat = mses[-1]
         hint = predictions[0].new_zeros(()).float()
-        for mse in mses[:-1]:
-            hint = hint + mse
+        active = set(self.active_hints)
+        for j, mse in enumerate(mses[:-1]):
+            hint = hint + (mse if j in active else mse * 0.0)
         terms["feat"] = feat
         terms["hint"] = hint
         return feat + self.hint_weight * hint, terms
 
 
-def build_loss(cfg, target_layers: Sequence[int]) -> nn.Module:
+def build_loss(cfg, target_layers: Sequence[int], seed: int = 0) -> nn.Module:
     """The loss module for ``cfg`` (:class:`s3prl_distill.distill.config.LossConfig`)."""
     if cfg.type == "distilhubert":
         return DistilHuBERTLoss(target_layers, cos_weight=cfg.cos_weight)
     if cfg.type == "fithubert":
-        return FitHuBERTLoss(target_layers, hint_weight=cfg.hint_weight)
+        return FitHuBERTLoss(target_layers, hint_weight=cfg.hint_weight,
+                             random_hints=cfg.random_hints, seed=seed)
     raise ValueError(f"unknown loss type {cfg.type!r}; expected 'distilhubert' or 'fithubert'")

@@ -84,7 +84,7 @@ class UpstreamPretrainExpert(nn.Module):
             )
         if cfg.init.from_teacher:
             self._init_from_teacher(student, teacher, cfg.init)
-        loss = build_loss(cfg.loss, student.target_layers)
+        loss = build_loss(cfg.loss, student.target_layers, seed=seed)
         self.task = DistillationTask(student, teacher, loss)
         self.model = student
         self.teacher = teacher

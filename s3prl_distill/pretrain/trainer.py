@@ -430,6 +430,9 @@ class Trainer:
             return final or self.save()
         while self.step < self.total_steps:
             sampler.start(self.epoch, self.batches_done)
+            set_epoch = getattr(expert.task.loss, "set_epoch", None)
+            if callable(set_epoch):  # e.g. FitHuBERT's random hints of this epoch
+                set_epoch(self.epoch)
             finished = False
             for batch in loader:
                 self.batches_done += 1
