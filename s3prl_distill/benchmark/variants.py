@@ -2,8 +2,9 @@
 
 A variant wraps one of our candidates without changing its weights:
 
-* ``int8``: dynamic int8 quantisation of every ``nn.Linear`` (weights int8, activations quantised
-  per batch) - CPU inference only; outputs change within quantisation error.
+* ``int8``: dynamic int8 quantisation of the ``nn.Linear`` layers (weights int8, activations
+  quantised per batch; the fused q/k/v projection stays float) - CPU inference only; outputs
+  change within quantisation error.
 * ``bf16``: ``torch.autocast("cpu", dtype=torch.bfloat16)``; fast only on CPUs with native bf16
   (AVX512-BF16 / AMX); elsewhere it is emulated and slower. Outputs are cast back to float32.
 * ``compile``: ``torch.compile`` of the student (needs a C++ compiler; the first call compiles).
@@ -29,13 +30,28 @@ logger = logging.getLogger(__name__)
 __all__ = ["VARIANTS", "quantize_int8", "make_variant", "add_variants"]
 
 
-def quantize_int8(module: nn.Module) -> nn.Module:
-    """A copy of ``module`` with every ``nn.Linear`` dynamically quantised to int8 (CPU)."""
-    from torch.ao.quantization import quantize_dynamic
+# Linear layers whose weights the student reads directly (q/k/v are concatenated into one GEMM),
+# so they must stay float modules.
+_DIRECT_WEIGHT_SUFFIXES = ("q_proj", "k_proj", "v_proj")
 
+
+def quantize_int8(module: nn.Module) -> nn.Module:
+    """A copy of ``module`` with its ``nn.Linear`` layers dynamically quantised to int8 (CPU).
+
+    Linear layers whose weights are read directly instead of being called (the student's fused
+    q/k/v projection) keep float weights.
+    """
+    from torch.ao.quantization import default_dynamic_qconfig, quantize_dynamic
+
+    model = copy.deepcopy(module).eval()
+    spec = {
+        name: default_dynamic_qconfig
+        for name, sub in model.named_modules()
+        if isinstance(sub, nn.Linear) and not name.endswith(_DIRECT_WEIGHT_SUFFIXES)
+    }
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # torch.ao.quantization deprecation notices
-        return quantize_dynamic(copy.deepcopy(module).eval(), {nn.Linear}, dtype=torch.qint8)
+        return quantize_dynamic(model, spec, dtype=torch.qint8)
 
 
 def _float_outputs(out):
