@@ -15,7 +15,8 @@ Differences from S3PRL's runner (see :mod:`s3prl_distill.pretrain.trainer`):
 * ``--device`` defaults to ``cuda`` when available, else ``cpu``;
 * ``--multi_gpu`` (DataParallel) is accepted; use ``torchrun`` for data parallelism.
 
-In-process use (e.g. a demo): ``path = run(parse_args([...]))`` returns the final checkpoint.
+In-process use (e.g. a demo): ``path = run(parse_args([...]))`` or
+``path = distil(model_yaml_or_data, runner_yaml_or_data, expdir)`` returns the final checkpoint.
 """
 
 from __future__ import annotations
@@ -35,7 +36,7 @@ from s3prl_distill.io import atomic_write_text, safe_load
 
 logger = logging.getLogger("s3prl_distill.run_pretrain")
 
-__all__ = ["parse_args", "run", "main", "available_upstreams", "apply_override", "DEFAULT_RUNNER_CONFIG"]
+__all__ = ["parse_args", "run", "distil", "main", "available_upstreams", "apply_override", "DEFAULT_RUNNER_CONFIG"]
 
 PRETRAIN_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "pretrain")
 DEFAULT_RUNNER_CONFIG = os.path.join(PRETRAIN_DIR, "configs", "distilhubert.yaml")
@@ -173,13 +174,21 @@ def prepare(args: argparse.Namespace) -> Tuple[Dict[str, Any], Any, Optional[Dic
 
 def run(args: argparse.Namespace) -> str:
     """Train as ``args`` say (see :func:`parse_args`); returns the final checkpoint path."""
-    from s3prl_distill.pretrain.trainer import Trainer, init_distributed
-
     import torch
 
     if args.device is None:
         args.device = "cuda" if torch.cuda.is_available() else "cpu"
+    if args.multi_gpu:
+        logger.warning("--multi_gpu (DataParallel) is not used by this runner; launch with "
+                       "torchrun --nproc_per_node=N for DistributedDataParallel")
     config, model_config, ckpt, where = prepare(args)
+    return _train(args, config, model_config, ckpt, where)
+
+
+def _train(args: argparse.Namespace, config: Dict[str, Any], model_config: Any,
+           ckpt: Optional[Dict[str, Any]], where: str) -> str:
+    from s3prl_distill.pretrain.trainer import Trainer, init_distributed
+
     ctx = init_distributed(args.device)
     try:
         if ctx.is_main:
@@ -201,6 +210,47 @@ def run(args: argparse.Namespace) -> str:
             trainer.close()
     finally:
         ctx.close()
+
+
+def distil(model_config: Any, runner_config: Any, expdir: str, *, seed: int = 1337,
+           device: Optional[str] = None, override: Optional[str] = None,
+           upstream: str = "distiller") -> str:
+    """In-process pretraining with configs given as paths or as already-loaded data.
+
+    Args:
+        model_config: model YAML path, or its data (``student`` / ``teacher`` / ``loss`` / ``init``).
+        runner_config: runner YAML path, or its data (``runner`` / ``optimizer`` / ...).
+        expdir: experiment folder; if it holds checkpoints the run resumes from the newest.
+        seed, device, override, upstream: as ``--seed``, ``--device``, ``-o``, ``-u``.
+
+    Returns:
+        Path of the final checkpoint (``expdir/states-<total>.ckpt``); export the student with
+        :func:`s3prl_distill.commands.export.export_student` or load it with
+        :func:`s3prl_distill.checkpoint.load_student`.
+    """
+    import torch
+
+    args = argparse.Namespace(
+        past_exp=None, override=override, config=None, upstream=upstream,
+        upstream_config=None, expname=None, expdir=os.fspath(expdir), auto_resume=True,
+        seed=seed, device=device or ("cuda" if torch.cuda.is_available() else "cpu"),
+        multi_gpu=False,
+    )
+    resume_path = _resolve_resume(args)
+    if resume_path:
+        config, model, ckpt, where = prepare(args)
+    else:
+        ckpt = None
+        if isinstance(runner_config, Mapping):
+            config, where = dict(runner_config), "runner config"
+        else:
+            config, where = load_yaml(runner_config), os.fspath(runner_config)
+        model = dict(model_config) if isinstance(model_config, Mapping) else os.fspath(model_config)
+        if not isinstance(model, dict):
+            load_yaml(model)
+        if override and override.lower() != "none":
+            apply_override(override, args, config)
+    return _train(args, config, model, ckpt, where)
 
 
 def main(argv: Optional[List[str]] = None) -> int:

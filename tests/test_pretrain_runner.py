@@ -159,3 +159,18 @@ def test_config_errors_name_file_and_key(setup):
         run(_args(tmp_path, model, runner))
     with pytest.raises(ConfigError, match="-g UPSTREAM_CONFIG"):
         run(parse_args(["-c", str(runner), "-p", str(tmp_path / "x"), "--device", "cpu"]))
+
+
+def test_distil_api_with_data_and_workers_matches_cli(setup):
+    from s3prl_distill.run_pretrain import distil
+
+    tmp_path, teacher = setup
+    model = model_yaml(tmp_path, teacher, "fithubert", dropout=0.1)
+    runner = runner_config(tmp_path, tmp_path / "audio", total_steps=3, save_step=3)
+    cli = run(_args(tmp_path, model, runner, "cli"))
+    data = yaml.safe_load(runner.read_text())
+    data["pretrain_expert"]["datarc"]["num_workers"] = 2  # crops/order independent of workers
+    api = distil(yaml.safe_load(model.read_text()), data, tmp_path / "api", seed=7, device="cpu")
+    assert os.path.basename(api) == "states-3.ckpt"
+    a, b = _params(cli), _params(api)
+    assert all(torch.equal(a[k], b[k]) for k in a)
