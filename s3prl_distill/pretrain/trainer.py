@@ -248,7 +248,7 @@ class Trainer:
         if device.startswith("cuda") and not torch.cuda.is_available():
             raise RuntimeError(f"--device {device}: CUDA is not available here; use --device cpu")
         self.device = torch.device(device)
-        if self.device.type == "cuda":
+        if self.device.type == "cuda" and self.device.index is not None:
             torch.cuda.set_device(self.device)
 
         seed_everything(self.seed)
