@@ -160,6 +160,9 @@ def prepare(args: argparse.Namespace) -> Tuple[Dict[str, Any], Any, Optional[Dic
                 raise ConfigError(f"{resume_path}: not a pretraining checkpoint of this runner "
                                   f"(missing '{key}')")
         config, model_config, where = dict(ckpt["runner_config"]), dict(ckpt["model_config"]), resume_path
+        if args.config or args.upstream_config:
+            logger.info("resuming: the runner and model configs stored in %s are used (-c/-g are "
+                        "only read for a new experiment; change settings with -o)", resume_path)
     else:
         ckpt = None
         if not args.upstream_config:

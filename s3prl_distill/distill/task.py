@@ -136,8 +136,10 @@ class DistillationTask(nn.Module):
             out = self.teacher(wavs, wav_lengths)
             targets = [out.hidden_states[k] for k in self.target_layers]
             lengths = out.lengths
-        # inference tensors cannot be saved for backward: copy out of inference mode
-        return [t.clone() for t in targets], lengths.clone()
+        # inference tensors cannot be saved for backward: copy out of inference mode (teachers
+        # following the contract already return ordinary tensors; those are not copied again)
+        targets = [t.clone() if t.is_inference() else t for t in targets]
+        return targets, lengths.clone() if lengths.is_inference() else lengths
 
     def forward(self, wavs: Tensor, wav_lengths: Tensor) -> Tuple[Tensor, Dict[str, Tensor]]:
         """wavs [B, S] float 16 kHz, wav_lengths [B] -> (loss [], records {name: scalar})."""
