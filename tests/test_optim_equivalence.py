@@ -126,3 +126,86 @@ def test_unknown_variant_is_named():
 
     with pytest.raises(ValueError, match="fp4"):
         make_variant(student_candidate("x", torch.nn.Linear(1, 1)), "fp4")
+
+
+# --------------------------------------------------------------------------- student fast paths
+
+
+def _tiny_fit_cnn(bias: bool):
+    from s3prl_distill.models.cnn import FeatureExtractor
+    from s3prl_distill.models.config import CNNConfig, ConvLayerConfig
+
+    spec = [(8, 10, 5), (16, 1, 1), (16, 3, 2), (16, 3, 2), (24, 1, 1), (24, 2, 2), (24, 2, 2), (24, 2, 2)]
+    cfg = CNNConfig(layers=[ConvLayerConfig(*s) for s in spec], norm="group_norm_first", bias=bias)
+    torch.manual_seed(0)
+    return FeatureExtractor(cfg)
+
+
+def _run(cnn, wavs, lengths, fast: bool, per_utt: bool):
+    for block in cnn.conv_layers:
+        block.fast_path = fast
+    cnn.per_utterance = per_utt
+    try:
+        return cnn(wavs, lengths)
+    finally:
+        for block in cnn.conv_layers:
+            block.fast_path = True
+        cnn.per_utterance = True
+
+
+@pytest.mark.parametrize("bias", [False, True])
+def test_gemm_convs_and_per_utterance_cnn_equal_plain_path(bias):
+    cnn = _tiny_fit_cnn(bias).eval()
+    lengths = [6400, 3905, 2000]
+    wavs, lens = _batch(lengths, seed=5)
+    with torch.inference_mode():
+        ref, ref_len = _run(cnn, wavs, lens, fast=False, per_utt=False)
+        for fast, per_utt in ((True, False), (False, True), (True, True)):
+            got, got_len = _run(cnn, wavs, lens, fast=fast, per_utt=per_utt)
+            assert torch.equal(got_len, ref_len) and got.shape == ref.shape
+            for i, n in enumerate(ref_len.tolist()):
+                assert torch.allclose(got[i, :n], ref[i, :n], atol=TOL), (fast, per_utt)
+            if per_utt:  # padded frames are exactly zero
+                for i, n in enumerate(ref_len.tolist()):
+                    assert torch.all(got[i, n:] == 0)
+
+
+def test_fast_paths_give_the_same_gradients():
+    cnn = _tiny_fit_cnn(True).train()
+    wavs, lens = _batch([6400, 4100], seed=6)
+    grads = []
+    for fast in (False, True):
+        cnn.zero_grad()
+        out, out_len = _run(cnn, wavs, lens, fast=fast, per_utt=fast)
+        mask = (torch.arange(out.shape[1])[None, :] < out_len[:, None]).float()[..., None]
+        (out * mask).square().sum().backward()
+        grads.append({k: p.grad.clone() for k, p in cnn.named_parameters()})
+    for key in grads[0]:
+        assert torch.allclose(grads[0][key], grads[1][key], rtol=1e-4, atol=1e-5), key
+
+
+def test_student_padded_batch_equals_single_utterances_with_fast_paths():
+    """The whole student (FitHuBERT-shaped, time reduction) with every fast path on."""
+    from s3prl_distill.models import build_student
+    from s3prl_distill.models.config import CNNConfig, ConvLayerConfig, EncoderConfig, HeadConfig, StudentConfig
+
+    spec = [(8, 10, 5), (16, 1, 1), (16, 8, 4), (24, 1, 1), (24, 4, 4), (24, 2, 2), (24, 2, 2)]
+    cfg = StudentConfig(
+        family="fithubert", cnn=CNNConfig(layers=[ConvLayerConfig(*s) for s in spec]),
+        encoder=EncoderConfig(dim=32, ffn_dim=32, num_heads=2, num_layers=2, pos_conv_kernel=8,
+                              pos_conv_groups=4),
+        time_reduction=2, heads=[HeadConfig(student_layer=2, teacher_layer=2, type="deconv_linear")],
+        teacher_dim=16, teacher_layers=2,
+    )
+    torch.manual_seed(1)
+    student = build_student(cfg).eval()
+    lengths = [9600, 5000]
+    wavs, lens = _batch(lengths, seed=7)
+    with torch.inference_mode():
+        batch = student(wavs, lens, with_heads=False)
+        for i, n in enumerate(lengths):
+            alone = student(wavs[i:i + 1, :n], lens[i:i + 1], with_heads=False)
+            frames = int(alone.lengths[0])
+            assert int(batch.lengths[i]) == frames
+            for a, b in zip(alone.hidden_states, batch.hidden_states):
+                assert torch.allclose(a[0, :frames], b[i, :frames], atol=TOL)

@@ -8,6 +8,8 @@ A variant wraps one of our candidates without changing its weights:
 * ``bf16``: ``torch.autocast("cpu", dtype=torch.bfloat16)``; fast only on CPUs with native bf16
   (AVX512-BF16 / AMX); elsewhere it is emulated and slower. Outputs are cast back to float32.
 * ``compile``: ``torch.compile`` of the student (needs a C++ compiler; the first call compiles).
+* ``nofast``: the student with its CNN fast paths switched off (convs as GEMMs where oneDNN is
+  slow; per-utterance CNN on padded batches) - the A/B row that shows what they gain.
 
 The arithmetic is the same as the base model's, so a variant's MACs are the base's
 (``meta["macs_from"]``).
@@ -100,7 +102,23 @@ def _compile(cand: Candidate) -> Candidate:
     return new
 
 
+def _nofast(cand: Candidate) -> Candidate:
+    """The student with its CNN fast paths off (GEMM convs, per-utterance CNN): the A/B baseline."""
+    from s3prl_distill.benchmark.candidates import student_candidate
+
+    plain = copy.deepcopy(cand.module)
+    for module in plain.modules():
+        if hasattr(module, "fast_path"):
+            module.fast_path = False
+        if hasattr(module, "per_utterance"):
+            module.per_utterance = False
+    new = student_candidate(cand.name + "-nofast", plain, note="CNN fast paths off (A/B)", kind="variant")
+    new.params, new.params_with_heads = cand.params, cand.params_with_heads
+    return new
+
+
 VARIANTS: Dict[str, Callable[[Candidate], Candidate]] = {
+    "nofast": _nofast,
     "int8": _int8,
     "bf16": _bf16,
     "compile": _compile,

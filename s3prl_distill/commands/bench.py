@@ -56,7 +56,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-macs", action="store_true", help="skip MAC counting")
     parser.add_argument("--variants", default="",
                         help="comma list of optimisation variants to add as rows for our "
-                             "distilhubert/fithubert: int8, bf16, compile, channels_last (or 'all')")
+                             "distilhubert/fithubert: nofast (A/B of the CNN fast paths), int8, bf16, compile (or all)")
     parser.add_argument("--training", action="store_true",
                         help="also measure distillation throughput: our step vs S3PRL's distiller step")
     parser.add_argument("--training-steps", type=int, default=None, help="timed training steps (default 4)")

@@ -90,9 +90,28 @@ class ConvLayerBlock(nn.Module):
         self.conv = nn.Conv1d(in_channels, out_channels, kernel, stride=stride, bias=bias)
         self.layer_norm = layer_norm
 
+    # Compute the conv as plain GEMMs where oneDNN's conv kernels are slow on CPU (a pointwise conv,
+    # and the first conv over one input channel). Same parameters, same outputs (to float
+    # rounding); ``False`` uses nn.Conv1d everywhere (the benchmark's A/B switch).
+    fast_path: bool = True
+
+    def _conv(self, x: Tensor) -> Tensor:
+        """x: [B, C_in, T] -> [B, C_out, T'] (no padding)."""
+        weight, bias = self.conv.weight, self.conv.bias
+        if not self.fast_path:
+            return self.conv(x)
+        if self.kernel_size == 1 and self.stride == 1:
+            y = torch.matmul(weight[:, :, 0], x)  # [C_out, C_in] @ [B, C_in, T]
+        elif weight.shape[1] == 1 and x.shape[-1] >= self.kernel_size:
+            frames = x[:, 0].unfold(-1, self.kernel_size, self.stride)  # [B, T', K] (a view)
+            y = torch.matmul(weight[:, 0], frames.transpose(1, 2))  # [C_out, K] @ [B, K, T']
+        else:
+            return self.conv(x)
+        return y if bias is None else y + bias[None, :, None]
+
     def forward(self, x: Tensor, lengths: Tensor) -> Tuple[Tensor, Tensor]:
         """x: [B, C_in, T], lengths: [B] -> ([B, C_out, T'], [B] valid output frames)."""
-        x = self.conv(x)
+        x = self._conv(x)
         lengths = conv_output_lengths(lengths, self.kernel_size, self.stride)
         if self.layer_norm is not None:
             x = self.layer_norm(x, lengths)
@@ -137,6 +156,24 @@ class FeatureExtractor(nn.Module):
         self.stride = cfg.stride
         self.receptive_field = cfg.receptive_field
 
+    # No work on padded samples: a padded batch runs the conv stack once per utterance on its
+    # valid samples and zero-pads the outputs (valid frames unchanged: they never read padding).
+    # ``False`` runs the padded batch at once (the benchmark's A/B switch).
+    per_utterance: bool = True
+
+    def _per_utterance(self, x: Tensor, wav_lengths: Tensor) -> Tuple[Tensor, Tensor]:
+        """x: [B, 1, S], wav_lengths: [B] -> ([B, C, T], [B]); padded frames are 0."""
+        lengths = self.output_lengths(wav_lengths)
+        frames = int(lengths.max())
+        outs = []
+        for b, n in enumerate(wav_lengths.tolist()):
+            y = x[b:b + 1, :, :n]
+            y_len = wav_lengths[b:b + 1]
+            for block in self.conv_layers:
+                y, y_len = block(y, y_len)
+            outs.append(F.pad(y, (0, frames - y.shape[-1])))
+        return torch.cat(outs, 0), lengths
+
     def output_lengths(self, wav_lengths: Tensor) -> Tensor:
         """[B] samples -> [B] valid frames (exact conv arithmetic)."""
         for block in self.conv_layers:
@@ -147,8 +184,11 @@ class FeatureExtractor(nn.Module):
         """wavs (Tensor): [B, S] float; wav_lengths (Tensor): [B] int64 -> ([B, T, C], [B])."""
         x = wavs[:, None, :]
         lengths = wav_lengths
-        for block in self.conv_layers:
-            x, lengths = block(x, lengths)
+        if self.per_utterance and x.shape[0] > 1 and bool((wav_lengths < x.shape[-1]).any()):
+            x, lengths = self._per_utterance(x, wav_lengths)
+        else:
+            for block in self.conv_layers:
+                x, lengths = block(x, lengths)
         if self.training and self.grad_mult != 1.0:
             x = _GradMultiply.apply(x, self.grad_mult)
         return x.transpose(1, 2), lengths
