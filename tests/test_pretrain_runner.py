@@ -174,3 +174,20 @@ def test_distil_api_with_data_and_workers_matches_cli(setup):
     assert os.path.basename(api) == "states-3.ckpt"
     a, b = _params(cli), _params(api)
     assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_resume_skips_unreadable_checkpoint_and_temp_files(setup, caplog):
+    tmp_path, teacher = setup
+    model = model_yaml(tmp_path, teacher)
+    runner = runner_config(tmp_path, tmp_path / "audio", total_steps=4, save_step=2)
+    full = run(_args(tmp_path, model, runner, "full"))
+    run(_args(tmp_path, model, runner, "part"))
+    part = tmp_path / "part"
+    (part / "states-4.ckpt").write_bytes(b"truncated by a crash")  # not loadable
+    (part / ".tmp-states-4.ckpt-abc123").write_bytes(b"half a file")  # an interrupted save
+    with caplog.at_level("WARNING"):
+        resumed = run(_args(tmp_path, model, runner, "part"))
+    assert "ignoring unreadable checkpoint" in caplog.text and "states-4.ckpt" in caplog.text
+    assert not (part / ".tmp-states-4.ckpt-abc123").exists()
+    a, b = _params(full), _params(resumed)
+    assert all(torch.equal(a[k], b[k]) for k in a)
