@@ -70,6 +70,20 @@ def test_initialised_student_reproduces_the_teacher(teacher_file):
             assert torch.allclose(a[i, :n_frames], b[i, :n_frames], atol=1e-4)
 
 
+def test_student_without_feature_layer_norm_takes_the_projection(teacher_file):
+    """S3PRL's DistilHuBERT layout: no LayerNorm before the projection; the rest is copied."""
+    teacher = build_teacher(teacher_section(teacher_file))
+    data = student_section(2)
+    data["encoder"]["feature_layer_norm"] = False
+    student = build_student(from_dict(StudentConfig, data, where="test"))
+    copied = init_student_from_teacher(student, teacher, InitConfig(from_teacher=True, num_layers=2))
+    assert "encoder.feature_projection.projection.weight" in copied
+    assert not any("feature_projection.layer_norm" in k for k in copied)
+    ref = teacher.student_init_state(2)
+    own = student.state_dict()
+    assert all(torch.equal(own[k], ref[k]) for k in copied)
+
+
 def test_mismatched_student_is_named(teacher_file):
     teacher = build_teacher(teacher_section(teacher_file))
     data = student_section(2)

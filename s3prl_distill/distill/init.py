@@ -49,6 +49,11 @@ def init_student_from_teacher(student: nn.Module, teacher: nn.Module, init_cfg) 
     if not init_cfg.from_teacher:
         return []
     state = teacher.student_init_state(init_cfg.num_layers)
+    # a student without the CNN-feature LayerNorm (S3PRL's DistilHuBERT layout) takes the
+    # teacher's projection alone, as S3PRL's DistilHuBERT initialisation did
+    prefix = "encoder.feature_projection.layer_norm."
+    if not any(k.startswith(prefix) for k in student.state_dict()):
+        state = {k: v for k, v in state.items() if not k.startswith(prefix)}
     copied = load_init_state(student, state, where=f"{type(teacher).__name__}")
     logger.info("initialised %d student tensors from the teacher (CNN + %d layers)", len(copied),
                 init_cfg.num_layers)
