@@ -191,3 +191,20 @@ def test_resume_skips_unreadable_checkpoint_and_temp_files(setup, caplog):
     assert not (part / ".tmp-states-4.ckpt-abc123").exists()
     a, b = _params(full), _params(resumed)
     assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_run_skips_files_found_bad_on_reading(tmp_path, caplog):
+    import numpy as np
+    import soundfile as sf
+
+    teacher = make_teacher(tmp_path / "teacher.pt")
+    make_audio_dir(tmp_path / "audio", count=3)
+    bad = np.full(12000, 0.1, dtype=np.float32)
+    bad[100] = np.nan
+    sf.write(str(tmp_path / "audio" / "nan.wav"), bad, 16000, subtype="FLOAT")
+    model = model_yaml(tmp_path, teacher)
+    runner = runner_config(tmp_path, tmp_path / "audio", total_steps=5, save_step=5, batch_size=1)
+    with caplog.at_level("WARNING"):
+        final = run(_args(tmp_path, model, runner))
+    assert "nan.wav" in caplog.text and "no usable audio" in caplog.text
+    assert safe_load(final)["step"] == 5  # the empty batch was skipped, not counted as an update
