@@ -139,7 +139,7 @@ def make_snips(root) -> Dict[str, Path]:
                 uid = f"{voice}-snips-{split}-{n}"
                 write_wave(root / split / f"{uid}.wav", seconds=0.6, freq=180.0 + 60 * n, seed=n)
                 slots = " ".join(t[2:] if t.startswith("B-") else t for t in tags.split())
-                iob.append(f"{uid} BOS {text} EOS\tO {slots} intent_{n}")
+                iob.append(f"{uid} BOS {text.upper()} EOS\tO {slots} intent_{n}")
                 trans.append(f"{uid} {text.upper()}")
     (root / "all.iob.snips.txt").write_text("\n".join(iob) + "\n")
     (root / "all-trans.txt").write_text("\n".join(trans) + "\n")

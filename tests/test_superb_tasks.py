@@ -8,7 +8,7 @@ prediction files the leaderboard reads are checked with ``s3prl-distill submit``
 
 from __future__ import annotations
 
-import json
+import re
 import zipfile
 from pathlib import Path
 
@@ -144,7 +144,8 @@ def test_sid(tmp_path, upstream):
           "config.downstream_expert.datarc.train_batch_size=2", cwd=tmp_path)
     evaluate(best_dev_checkpoint(exp), "test", tmp_path)
     rows = (exp / "test_predict.txt").read_text().splitlines()
-    assert len(rows) == 3 and rows[0].split()[1].startswith("id100")
+    assert len(rows) == 3
+    assert all(re.fullmatch(r"id1\d{4}-vid\d-\d{5} id1\d{4}", row) for row in rows), rows
     archive = submit(tmp_path, sid=exp)
     assert "predict/sid_public/predict.txt" in archive.namelist()
 

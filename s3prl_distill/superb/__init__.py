@@ -3,6 +3,9 @@
 * ``s3prl.downstream.ctc.corpus`` (PR and SF readers): :mod:`s3prl_distill.superb.ctc_corpus`.
 * ``catalyst.data.sampler.DistributedSamplerWrapper`` (imported by the KS task) when catalyst is
   absent or cannot be imported on this Python (catalyst <= 22.2 fails on Python >= 3.10).
+* On machines without CUDA: the ASV expert (``sv_voxceleb1``) moves its attention mask with an
+  unconditional ``.cuda()``; while its ``forward`` runs, ``Tensor.cuda`` then returns the tensor
+  where it is (on a CUDA machine nothing changes). See :func:`_install_asv_cpu_fix`.
 * The vocabularies of the ``ctc`` task (``phoneme.txt``, ``character.txt``): :func:`data_file`.
 
 :func:`install` is idempotent and cheap; :func:`s3prl_distill.registry.register` calls it. The
@@ -13,6 +16,7 @@ is :mod:`s3prl_distill.superb.prepare`.
 from __future__ import annotations
 
 import importlib
+import importlib.abc
 import logging
 import os
 import sys
@@ -82,6 +86,73 @@ def _install_catalyst_sampler() -> None:
     logger.debug("catalyst not importable: provided catalyst.data.sampler.DistributedSamplerWrapper")
 
 
+_ASV_EXPERT = "s3prl.downstream.sv_voxceleb1.expert"
+
+
+def _cpu_safe_forward(forward):
+    """Wrap an expert's ``forward`` so that ``Tensor.cuda()`` inside it is a no-op without CUDA."""
+    import functools
+
+    import torch
+
+    @functools.wraps(forward)
+    def wrapped(*args, **kwargs):
+        if torch.cuda.is_available():
+            return forward(*args, **kwargs)
+        original = torch.Tensor.cuda
+        torch.Tensor.cuda = lambda self, *a, **k: self  # stays on CPU, where the model is
+        try:
+            return forward(*args, **kwargs)
+        finally:
+            torch.Tensor.cuda = original
+
+    wrapped._s3prl_distill_cpu_safe = True
+    return wrapped
+
+
+def _patch_asv_expert(module: types.ModuleType) -> None:
+    expert = getattr(module, "DownstreamExpert", None)
+    if expert is not None and not getattr(expert.forward, "_s3prl_distill_cpu_safe", False):
+        expert.forward = _cpu_safe_forward(expert.forward)
+
+
+class _PostImportFinder(importlib.abc.MetaPathFinder):
+    """Runs a patch right after one named module is executed (found by the other finders)."""
+
+    def __init__(self, name: str, patch):
+        self.name, self.patch = name, patch
+
+    def find_spec(self, fullname, path, target=None):
+        if fullname != self.name:
+            return None
+        for finder in sys.meta_path:
+            if finder is self or not hasattr(finder, "find_spec"):
+                continue
+            spec = finder.find_spec(fullname, path, target)
+            if spec is not None and spec.loader is not None:
+                original, patch = spec.loader, self.patch
+
+                class _Loader(importlib.abc.Loader):
+                    def create_module(self, spec_):
+                        return original.create_module(spec_)
+
+                    def exec_module(self, module):
+                        original.exec_module(module)
+                        patch(module)
+
+                spec.loader = _Loader()
+                return spec
+        return None
+
+
+def _install_asv_cpu_fix() -> None:
+    module = sys.modules.get(_ASV_EXPERT)
+    if module is not None:
+        _patch_asv_expert(module)
+    elif not any(isinstance(f, _PostImportFinder) and f.name == _ASV_EXPERT for f in sys.meta_path):
+        sys.meta_path.insert(0, _PostImportFinder(_ASV_EXPERT, _patch_asv_expert))
+
+
 def install() -> None:
     """Wire the missing SUPERB pieces into S3PRL's module tree (idempotent)."""
     global _INSTALLED
@@ -89,6 +160,7 @@ def install() -> None:
         return
     _install_ctc_corpus()
     _install_catalyst_sampler()
+    _install_asv_cpu_fix()
     _INSTALLED = True
 
 

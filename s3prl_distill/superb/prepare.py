@@ -80,7 +80,7 @@ def _write_lines(path: Path, lines: Iterable[str]) -> None:
 def _frames(path: Path) -> int:
     from s3prl_distill.audio import audio_info
 
-    return audio_info(path).frames
+    return audio_info(path).num_frames
 
 
 def s3prl_task_dir(task: str) -> Path:
@@ -479,7 +479,7 @@ def prepare_sd(source, out, splits: Sequence[str] = ("train", "dev", "test")) ->
         durations = []
         for rec, path in wavs:
             info = audio_info(path)
-            durations.append(f"{rec} {info.frames / info.sample_rate:.3f}")
+            durations.append(f"{rec} {info.num_frames / info.sample_rate:.3f}")
         _write_lines(dst / "reco2dur", durations)
         spk2utt: Dict[str, List[str]] = {}
         for utt, spk in utt2spk:
