@@ -27,6 +27,7 @@ import math
 import os
 import random
 import re
+import sys
 import time
 from collections import defaultdict
 from dataclasses import dataclass
@@ -416,8 +417,10 @@ class Trainer:
         self.task_module.train()
         prefix = "distiller/train-"
         sr = expert.datarc.sample_rate
+        interactive = sys.stderr.isatty()
         pbar = tqdm(total=self.total_steps, initial=self.step, dynamic_ncols=True, desc="distil",
-                    disable=not self.ctx.is_main, unit="update")
+                    disable=not self.ctx.is_main, unit="update",
+                    mininterval=0.5 if interactive else 30.0)  # keep redirected logs small
         records: Dict[str, list] = defaultdict(list)
         losses: List[float] = []
         audio_seconds, interval_start = 0.0, time.monotonic()
