@@ -272,7 +272,8 @@ class Trainer:
             if batches < self.accum:
                 raise ValueError(f"{config_where}: an epoch has {batches} batches, fewer than "
                                  f"gradient_accumulate_steps={self.accum}")
-            self.total_steps = run.n_epochs * (batches // self.accum)
+            # micro-batches carry over epoch ends, so n epochs of data = n * batches / accum updates
+            self.total_steps = (run.n_epochs * batches) // self.accum
             logger.info("training %d epochs = %d updates (%d batches per epoch)", run.n_epochs,
                         self.total_steps, batches)
         else:
