@@ -208,3 +208,17 @@ def test_run_skips_files_found_bad_on_reading(tmp_path, caplog):
         final = run(_args(tmp_path, model, runner))
     assert "nan.wav" in caplog.text and "no usable audio" in caplog.text
     assert safe_load(final)["step"] == 5  # the empty batch was skipped, not counted as an update
+
+
+def test_epoch_based_run_length(setup):
+    tmp_path, teacher = setup  # 8 utterances
+    model = model_yaml(tmp_path, teacher)
+    runner = runner_config(tmp_path, tmp_path / "audio", batch_size=2, accum=3, save_step=100)
+    data = yaml.safe_load(runner.read_text())
+    data["runner"].update(n_epochs=3, total_steps=-1)
+    runner.write_text(yaml.safe_dump(data))
+    final = run(_args(tmp_path, model, runner))
+    ckpt = safe_load(final)
+    # 3 epochs x 4 batches / 3 accumulated = 4 updates; they end on the last batch of epoch 2
+    assert ckpt["step"] == 4 and ckpt["training"]["total_steps"] == 4
+    assert ckpt["data_state"]["epoch"] == 2 and ckpt["data_state"]["batches_done"] == 4
