@@ -125,12 +125,16 @@ def test_extract_features_uses_valid_frames_only(tmp_path):
     assert frames[0].dtype == torch.float16
 
 
-def test_fbank_upstream_shapes():
+def test_fbank_upstream_shapes_and_cmvn():
     wavs = torch.randn(2, 16000)
     states, lengths = FbankUpstream()(wavs, torch.tensor([16000, 8000]))
-    assert len(states) == 1 and states[0].shape[0] == 2 and states[0].shape[2] == 80
+    assert len(states) == 1 and states[0].shape[0] == 2 and states[0].shape[2] == 240
     assert lengths.tolist() == [98, 48]
     assert torch.all(states[0][1, 48:] == 0)
+    # per-utterance CMVN: zero mean over the valid frames (what makes pooled FBANK useless)
+    torch.testing.assert_close(states[0][1, :48].mean(0), torch.zeros(240), atol=1e-4, rtol=0)
+    raw, _ = FbankUpstream(cmvn=False)(wavs, torch.tensor([16000, 8000]))
+    assert raw[0][1, :48].mean(0).abs().max() > 1.0
 
 
 def test_evaluate_upstream_caches_features(tmp_path):

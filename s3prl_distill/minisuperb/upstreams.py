@@ -57,28 +57,46 @@ class StudentUpstream:
 
 
 class FbankUpstream:
-    """80-bin log-mel filterbank (25 ms window, 10 ms hop), per-utterance CMVN."""
+    """SUPERB's FBANK baseline (S3PRL ``fbank`` / ``fbank_no_cmvn``): 80-bin Kaldi log-mel
+    filterbank (25 ms window, 10 ms hop) + deltas and delta-deltas (window 5) = 240 dims,
+    mean/variance normalised per utterance when ``cmvn`` (S3PRL's ``fbank``).
 
-    name = "FBANK"
+    With per-utterance CMVN every mean-pooled feature is zero, so the utterance-level tasks are at
+    chance, as SUPERB reports for FBANK (SID 8.5e-4 %); ``cmvn=False`` is S3PRL's
+    ``fbank_no_cmvn``, the stronger baseline for those tasks.
+    """
+
     num_params = 0
     downsample_rate = 160
 
-    def __init__(self, num_mel_bins: int = 80):
+    def __init__(self, cmvn: bool = True, num_mel_bins: int = 80, delta_order: int = 2):
+        self.cmvn = cmvn
         self.num_mel_bins = num_mel_bins
+        self.delta_order = delta_order
+        self.name = "FBANK" if cmvn else "FBANK (no CMVN)"
+        self.dim = num_mel_bins * (delta_order + 1)
+
+    def features(self, wav: Tensor) -> Tensor:
+        """wav [S] -> [T, dim]."""
+        import s3prl_distill  # noqa: F401  (torchaudio importable)
+        import torchaudio.functional as taf
+        from torchaudio.compliance import kaldi
+
+        fb = kaldi.fbank(wav.unsqueeze(0) * 32768, num_mel_bins=self.num_mel_bins,
+                         frame_length=25.0, frame_shift=10.0, sample_frequency=16000, dither=0.0)
+        feats = [fb]
+        for _ in range(self.delta_order):
+            feats.append(taf.compute_deltas(feats[-1].t(), win_length=5).t())
+        fb = torch.cat(feats, dim=-1)
+        if self.cmvn:
+            fb = (fb - fb.mean(0)) / (fb.std(0) + 1e-10)
+        return fb
 
     @torch.inference_mode()
     def __call__(self, wavs: Tensor, wav_lengths: Tensor) -> Tuple[List[Tensor], Tensor]:
-        import s3prl_distill  # noqa: F401  (torchaudio importable)
-        from torchaudio.compliance import kaldi
-
-        feats, lengths = [], []
-        for wav, length in zip(wavs, wav_lengths.tolist()):
-            fb = kaldi.fbank(wav[:length].unsqueeze(0) * 32768, num_mel_bins=self.num_mel_bins,
-                             sample_frequency=16000, dither=0.0)
-            fb = (fb - fb.mean(0)) / (fb.std(0) + 1e-5)
-            feats.append(fb)
-            lengths.append(fb.shape[0])
-        out = wavs.new_zeros(len(feats), max(lengths), self.num_mel_bins)
+        feats = [self.features(wav[:length]) for wav, length in zip(wavs, wav_lengths.tolist())]
+        lengths = [f.shape[0] for f in feats]
+        out = wavs.new_zeros(len(feats), max(lengths), self.dim)
         for i, fb in enumerate(feats):
             out[i, : fb.shape[0]] = fb
         return [out], torch.tensor(lengths, dtype=torch.long)

