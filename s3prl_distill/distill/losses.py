@@ -11,7 +11,9 @@ Both losses take one prediction per student head and the teacher hidden state it
     terms:       Dict[str, Tensor []]     per-layer parts, e.g. ``l1/layer4``, ``cos/layer4``
 
 Every per-layer term is a mean over the valid frames (and, for distances, over the D
-dimensions), so the value does not depend on how much padding a batch holds.
+dimensions), so the value does not depend on how much padding a batch holds. (Eq. 1 of the
+DistilHuBERT paper writes a sum over t; its released S3PRL code, like us, averages, which only
+rescales the loss and so the effective learning rate.)
 
 DistilHuBERT (Chang et al., 2022, Eq. 1), per predicted teacher layer l:
     L(l) = mean_{t valid, d} |h_td - h^_td|  +  cos_weight * mean_{t valid} -log sigmoid(cos(h_t, h^_t))
