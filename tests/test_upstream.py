@@ -159,3 +159,41 @@ def test_pad_wavs_rejects_bad_input():
         pad_wavs([])
     with pytest.raises(ValueError, match="waveform 1"):
         pad_wavs([torch.zeros(500), torch.zeros(2, 500)])
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name, entry, n_states, dim, rate", [
+    ("distilhubert.yaml", "distilhubert_local", 3, 768, 320),
+    ("fithubert.yaml", "fithubert_local", 13, 480, 640),
+])
+def test_published_configs_end_to_end(tmp_path, capsys, name, entry, n_states, dim, rate):
+    """init CONFIG -> checkpoint -> s3prl.hub entry (via registry) -> both featurizers."""
+    from pathlib import Path
+
+    from s3prl_distill import cli, registry
+    from s3prl.nn import Featurizer as NewFeaturizer, S3PRLUpstream
+    from s3prl.upstream.interfaces import Featurizer
+
+    config = Path(__file__).resolve().parents[1] / "upstream_configs" / name
+    ckpt = tmp_path / "student.ckpt"
+    assert cli.main(["init", str(config), "-o", str(ckpt), "--no-teacher-init"]) == 0
+    registry.register()
+    import s3prl.hub as hub
+
+    upstream = getattr(hub, entry)(ckpt=str(ckpt), model_config=None, refresh=False)
+    assert len(upstream.model.heads) == 0
+    wavs = _batch()
+    with torch.no_grad():
+        feats = upstream(wavs)
+    assert len(feats["hidden_states"]) == n_states
+    assert {tuple(h.shape) for h in feats["hidden_states"]} == {(2, feats["hidden_states"][0].shape[1], dim)}
+    featurizer = Featurizer(upstream, feature_selection="hidden_states", upstream_device="cpu")
+    assert featurizer.downsample_rate == rate and featurizer.output_dim == dim
+    t = feats["hidden_states"][0].shape[1]
+    assert [f.shape[0] for f in featurizer(wavs, feats)] == [min(round(len(w) / rate), t) for w in wavs]
+
+    new = S3PRLUpstream(entry, path_or_url=str(ckpt)).eval()
+    batch, lens = pad_wavs(wavs)
+    with torch.no_grad():
+        hs, hs_len = NewFeaturizer(new)(*new(batch, lens))
+    assert hs.shape[-1] == dim and hs_len.tolist() == [(int(n) - 1) // rate + 1 for n in lens]
