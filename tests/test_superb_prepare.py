@@ -1,0 +1,159 @@
+"""Data preparation of the SUPERB recipes: official layout in, task files out, clear errors."""
+
+from __future__ import annotations
+
+import csv
+import json
+import pickle
+
+import pytest
+
+import s3prl_distill  # noqa: F401
+from s3prl_distill.superb import prepare
+from s3prl_distill.superb.expdir import best_dev_checkpoint
+from s3prl_distill.superb.prepare import PrepareError
+from superb_corpora import (
+    SNIPS_VOICES,
+    make_diarization,
+    make_fluent_commands,
+    make_iemocap,
+    make_librispeech,
+    make_quesst14,
+    make_snips,
+    make_speech_commands,
+    make_voxceleb1,
+)
+
+
+def test_pr_csvs_and_missing_words(tmp_path):
+    corpus = make_librispeech(tmp_path / "LibriSpeech")
+    out = prepare.prepare_pr(corpus["root"], [str(corpus["lexicon"])], tmp_path / "prep")
+    rows = list(csv.DictReader(open(out["train"])))
+    assert len(rows) == 4 and rows[0]["transcription"] == "HELLO WORLD"
+    assert rows[0]["wav_path"].endswith("train-clean-100/100/200/100-200-0000.flac")
+    assert out["vocab"].read_text().split()[:2] == ["SIL", "SPN"]
+    small = tmp_path / "small.txt"
+    small.write_text("HELLO HH AH0 L OW1\n")
+    with pytest.raises(PrepareError, match=r"word\(s\) are in no lexicon.*'GOOD'"):
+        prepare.prepare_pr(corpus["root"], [str(small)], tmp_path / "prep2")
+
+
+def test_asr_length_index_and_dictionary(tmp_path):
+    corpus = make_librispeech(tmp_path / "LibriSpeech")
+    out = prepare.prepare_asr(corpus["root"], tmp_path / "prep")
+    lines = out["dev-clean"].read_text().splitlines()
+    assert lines[0] == "file_path,length"
+    assert lines[1] == "dev-clean/101/201/101-201-0000.flac,9600"  # 0.6 s at 16 kHz
+    symbols = [line.split()[0] for line in out["dict"].read_text().splitlines()]
+    assert symbols[0] == "|" and sorted(symbols) == sorted(prepare.ASR_SYMBOLS)
+    bad = tmp_path / "LibriSpeech" / "train-clean-100" / "100" / "200" / "100-200.trans.txt"
+    bad.write_text("100-200-0000 HELLO W0RLD\n")
+    with pytest.raises(PrepareError, match=r"characters \['0'\]"):
+        prepare.prepare_asr(corpus["root"], tmp_path / "prep")
+
+
+def test_librispeech_missing_audio_named(tmp_path):
+    corpus = make_librispeech(tmp_path / "LibriSpeech", splits=["dev-clean"])
+    (tmp_path / "LibriSpeech" / "dev-clean" / "100" / "200" / "100-200-0001.flac").unlink()
+    with pytest.raises(PrepareError, match=r"100-200.trans.txt:2: audio .*100-200-0001.flac"):
+        prepare.librispeech_transcripts(corpus["root"], "dev-clean")
+    with pytest.raises(PrepareError, match="LibriSpeech split 'test-clean' folder not found"):
+        prepare.librispeech_transcripts(corpus["root"], "test-clean")
+
+
+def test_checks_of_ks_ic_qbe(tmp_path):
+    ks = make_speech_commands(tmp_path)
+    assert prepare.check_ks(ks["train"], ks["test"])["noise_files"] == 1
+    for wav in (ks["train"] / "_background_noise_").glob("*.wav"):
+        wav.unlink()
+    with pytest.raises(PrepareError, match="_background_noise_: no"):
+        prepare.check_ks(ks["train"], ks["test"])
+    ic = make_fluent_commands(tmp_path)
+    (ic["root"] / "wavs" / "speakers" / "spk0" / "test-0.wav").unlink()
+    with pytest.raises(PrepareError, match=r"test_data.csv:2: audio .*test-0.wav not found"):
+        prepare.check_ic(ic["root"])
+    qbe = make_quesst14(tmp_path)
+    assert prepare.check_qbe(qbe["root"]) == {"utterances": 4, "dev": 2, "eval": 2}
+    (qbe["root"] / "Audio" / "quesst14_00001.wav").unlink()
+    with pytest.raises(PrepareError, match=r"language_key_utterances.lst:1: audio"):
+        prepare.check_qbe(qbe["root"])
+
+
+def test_sf_checks_voices(tmp_path):
+    corpus = make_snips(tmp_path)
+    out = prepare.prepare_sf(corpus["root"], tmp_path / "prep", SNIPS_VOICES)
+    assert out["vocab"].read_text().startswith(" \nA\n")
+    with pytest.raises(PrepareError, match=r"valid: no wav of the voices \['Nobody'\]"):
+        prepare.prepare_sf(corpus["root"], tmp_path / "prep", {"valid": ["Nobody"]})
+
+
+def test_sid_writes_split_and_s3prl_cache(tmp_path, monkeypatch):
+    corpus = make_voxceleb1(tmp_path)
+    monkeypatch.setattr(prepare, "s3prl_task_dir", lambda task: tmp_path / "s3prl" / task)
+    out = prepare.prepare_sid(corpus["root"], corpus["split"], tmp_path / "prep")
+    assert out["meta_data"].read_text().splitlines()[0] == "1 id10001/vid0/00001.wav"
+    train = pickle.load(open(tmp_path / "s3prl" / "voxceleb1" / ".cache" / "train.pkl", "rb"))
+    assert len(train) == 3 and all(p.endswith("00001.wav") for p in train)
+    corpus["split"].write_text("4 id10001/vid0/00001.wav\n")
+    with pytest.raises(PrepareError, match=r"iden_split.txt:1: expected '<1\|2\|3>"):
+        prepare.prepare_sid(corpus["root"], corpus["split"], tmp_path / "prep")
+    corpus["split"].write_text("1 id10009/vid0/00001.wav\n")
+    with pytest.raises(PrepareError, match=r"id10009/vid0/00001.wav not under"):
+        prepare.prepare_sid(corpus["root"], corpus["split"], tmp_path / "prep")
+
+
+def test_asv_trials_and_cache_cleared(tmp_path, monkeypatch):
+    corpus = make_voxceleb1(tmp_path)
+    monkeypatch.setattr(prepare, "s3prl_task_dir", lambda task: tmp_path / "s3prl" / task)
+    stale = tmp_path / "s3prl" / "sv_voxceleb1" / ".wav_lengths" / "Voxceleb1_length.pt"
+    stale.parent.mkdir(parents=True)
+    stale.write_bytes(b"stale")
+    out = prepare.prepare_asv(corpus["root"], corpus["trials"], tmp_path / "prep")
+    assert len(out["trials"].read_text().splitlines()) == 4 and not stale.exists()
+    corpus["trials"].write_text("1 id10270/tvid/00001.wav id10270/tvid/00009.wav\n")
+    with pytest.raises(PrepareError, match=r"veri_test2.txt:1: .*00009.wav not found"):
+        prepare.prepare_asv(corpus["root"], corpus["trials"], tmp_path / "prep")
+
+
+def test_er_five_folds(tmp_path):
+    corpus = make_iemocap(tmp_path)
+    out = prepare.prepare_er(corpus["root"], tmp_path / "meta")
+    assert sorted(out) == [f"Session{k}" for k in range(1, 6)]
+    test = json.load(open(out["Session2"] / "test_meta_data.json"))
+    train = json.load(open(out["Session2"] / "train_meta_data.json"))
+    assert test["labels"] == {"neu": 0, "hap": 1, "ang": 2, "sad": 3}
+    assert len(test["meta_data"]) == 5 and len(train["meta_data"]) == 20  # 'fru' dropped
+    assert all(item["path"].startswith("Session2/") for item in test["meta_data"])
+    assert {item["label"] for item in test["meta_data"]} == {"neu", "hap", "ang", "sad"}  # exc->hap
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(PrepareError, match="expected Session1..Session5"):
+        prepare.prepare_er(tmp_path / "empty", tmp_path / "x")
+    with pytest.raises(PrepareError, match="Session1/sentences/wav folder not found"):
+        prepare.prepare_er(tmp_path / "meta", tmp_path / "x")
+
+
+def test_sd_derives_reco2dur_and_spk2utt(tmp_path):
+    corpus = make_diarization(tmp_path)
+    out = prepare.prepare_sd(corpus["root"], tmp_path / "prep")
+    assert (out["dev"] / "reco2dur").read_text().splitlines() == ["dev_mix0 4.000", "dev_mix1 4.000"]
+    assert (out["dev"] / "spk2utt").read_text().splitlines()[0] == "spk00 spk00_dev_mix0"
+    assert (out["dev"] / "rttm").is_file()
+    (corpus["root"] / "test" / "segments").write_text("u1 nowhere 0.0 1.0\n")
+    with pytest.raises(PrepareError, match="u1 names recording nowhere not in wav.scp"):
+        prepare.prepare_sd(corpus["root"], tmp_path / "prep")
+
+
+def test_best_dev_checkpoint(tmp_path, caplog):
+    with pytest.raises(FileNotFoundError):
+        best_dev_checkpoint(tmp_path)
+    (tmp_path / "states-2.ckpt").write_text("")
+    (tmp_path / "states-10.ckpt").write_text("")
+    assert best_dev_checkpoint(tmp_path).name == "states-10.ckpt"
+    assert "never improved" in caplog.text
+    (tmp_path / "dev-clean-best.ckpt").write_text("")
+    assert best_dev_checkpoint(tmp_path).name == "dev-clean-best.ckpt"
+
+
+def test_cli_reports_errors(tmp_path, capsys):
+    assert prepare.main(["ic", "--root", str(tmp_path / "none")]) == 1
+    assert "fluent_speech_commands_dataset folder not found" in capsys.readouterr().err
