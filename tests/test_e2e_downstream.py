@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import os
 import re
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -81,12 +82,20 @@ def _ks_config(tmp_path: Path, layout: dict, total_steps: int = 4) -> Path:
 
 
 def _run(args, cwd: Path, timeout: int = 240) -> subprocess.CompletedProcess:
-    proc = subprocess.run([sys.executable, *args], cwd=cwd, env=_env(), capture_output=True,
-                          text=True, timeout=timeout)
+    """Run ``python *args`` in its own session; on timeout kill the whole group (launcher workers)."""
+    proc = subprocess.Popen([sys.executable, *args], cwd=cwd, env=_env(), stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, start_new_session=True)
+    try:
+        out, err = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        out, err = proc.communicate()
+        raise AssertionError(f"{' '.join(args)} timed out after {timeout} s:\n{out[-3000:]}\n"
+                             f"{err[-6000:]}") from None
     if proc.returncode != 0:
-        raise AssertionError(f"{' '.join(args)} failed ({proc.returncode}):\n{proc.stdout[-3000:]}\n"
-                             f"{proc.stderr[-6000:]}")
-    return proc
+        raise AssertionError(f"{' '.join(args)} failed ({proc.returncode}):\n{out[-3000:]}\n"
+                             f"{err[-6000:]}")
+    return subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
 
 
 @pytest.mark.slow
@@ -148,3 +157,29 @@ def test_wrapper_trains_distilhubert_and_resumes(tmp_path):
     assert (expdir / "states-4.ckpt").is_file()
     state = torch.load(expdir / "states-4.ckpt", weights_only=True)
     assert state["Step"] == 4 and state["Args"].upstream == "distilhubert_local"
+
+
+@pytest.mark.slow
+def test_torchrun_two_processes_cpu(tmp_path):
+    """torchrun (LOCAL_RANK in the environment, no --local_rank) -> S3PRL's DDP path on gloo.
+
+    Before the fixes in s3prl_distill.run_downstream this failed three ways on current torch:
+    S3PRL never saw a rank (trained 2 independent copies), ``torch.cuda.set_device`` / DDP
+    ``device_ids`` broke on CPU, rank 1 never counted its steps and crashed when rank 0 exited,
+    and rank 0's evaluation started a DDP buffer broadcast rank 1 never joined.
+    """
+    layout = make_speech_commands_layout(tmp_path / "sc", per_word=2, dev_per_word=1,
+                                         test_per_word=1, seconds=0.5)
+    ckpt = _student_ckpt(tmp_path / "distil.ckpt", "distilhubert")
+    config = _ks_config(tmp_path, layout, total_steps=4)
+    expdir = tmp_path / "exp"
+    _run(["-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+          "-m", "s3prl_distill.run_downstream", "-m", "train", "-u", "distilhubert_local",
+          "-k", str(ckpt), "-d", "speech_commands", "-c", str(config), "-p", str(expdir),
+          "--device", "cpu"], cwd=tmp_path, timeout=300)
+    state = torch.load(expdir / "states-4.ckpt", weights_only=True)
+    assert state["WorldSize"] == 2 and state["Step"] == 4
+    assert state["Args"].local_rank == 0 and state["Args"].backend == "gloo"
+    log = (expdir / "log.log").read_text()
+    assert re.search(r"^dev at step 4: [0-9.]+$", log, re.M)
+    assert re.search(r"^test at step 4: [0-9.]+$", log, re.M)
