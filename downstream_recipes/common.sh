@@ -9,6 +9,7 @@
 #   EXP_NAME       experiment name prefix (default: <task>_<upstream>)
 #   EXTRA_OVERRIDE more S3PRL -o assignments, joined with ",," (e.g. config.optimizer.lr=1.0e-3)
 #   PYTHON         python interpreter (default: python)
+#   DEVICE         cuda or cpu (default: cuda when torch sees a GPU, else cpu)
 set -euo pipefail
 
 RECIPES="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -18,10 +19,11 @@ EXP_ROOT="${EXP_ROOT:-result/downstream}"
 
 # S3PRL's own runner, through our wrapper when installed (the import hook also makes the plain
 # `python -m s3prl.run_downstream` find our upstreams).
+DEVICE="${DEVICE:-$("$PYTHON" -c 'import torch; print("cuda" if torch.cuda.is_available() else "cpu")')}"
 if "$PYTHON" -c "import importlib.util,sys; sys.exit(importlib.util.find_spec('s3prl_distill.run_downstream') is None)"; then
-  RUNNER=("$PYTHON" -m s3prl_distill.run_downstream)
+  RUNNER=("$PYTHON" -m s3prl_distill.run_downstream --device "$DEVICE")
 else
-  RUNNER=("$PYTHON" -m s3prl.run_downstream)
+  RUNNER=("$PYTHON" -m s3prl.run_downstream --device "$DEVICE")
 fi
 
 upstream_args() {

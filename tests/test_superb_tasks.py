@@ -253,3 +253,26 @@ def test_sd(tmp_path, upstream):
     archive = submit(tmp_path, sd=exp)
     assert {"predict/sd_public/test_mix0.h5", "predict/sd_public/test_mix1.h5"} <= set(
         archive.namelist())
+
+
+def test_ic_recipe_script_end_to_end(tmp_path):
+    """downstream_recipes/ic/run.sh (common.sh: prepare, train, best-dev evaluation) as users run it."""
+    import os
+    import subprocess
+    import sys
+
+    corpus = make_fluent_commands(tmp_path)
+    ckpt = make_student_checkpoint(tmp_path / "student.ckpt")
+    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHON=sys.executable, DEVICE="cpu",
+               FSC_ROOT=str(corpus["root"]), UPSTREAM="distill_student_local",
+               UPSTREAM_CKPT=str(ckpt), EXP_ROOT=str(tmp_path / "result"), EXP_NAME="ic_tiny",
+               EXTRA_OVERRIDE=overrides(*RUNNER_FAST,
+                                        "config.downstream_expert.datarc.num_workers=0",
+                                        "config.downstream_expert.datarc.train_batch_size=2",
+                                        "config.downstream_expert.datarc.eval_batch_size=2"))
+    proc = subprocess.run(["bash", str(RECIPES / "ic" / "run.sh")], cwd=tmp_path, env=env,
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, (proc.stdout + proc.stderr)[-4000:]
+    exp = tmp_path / "result" / "ic_tiny"
+    assert "test acc" in (exp / "test.result").read_text()
+    assert len((exp / "test_predict.csv").read_text().splitlines()) == 6

@@ -20,4 +20,4 @@ mapfile -t up < <(upstream_args)
     "config.downstream_expert.datarc.train_meta_data=$PREP/veri_test2.txt" \
     "config.downstream_expert.datarc.dev_meta_data=$PREP/veri_test2.txt" \
     "config.downstream_expert.datarc.test_meta_data=$PREP/veri_test2.txt")"
-"$PYTHON" -m s3prl_distill.superb.asv_sweep "$EXP" --voxceleb1 "$VOXCELEB1"
+"$PYTHON" -m s3prl_distill.superb.asv_sweep "$EXP" --voxceleb1 "$VOXCELEB1" --device "$DEVICE"

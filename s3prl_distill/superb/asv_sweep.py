@@ -39,11 +39,19 @@ class SweepResult:
     predictions: Path
 
 
-def default_runner(args: Sequence[str]) -> subprocess.CompletedProcess:
-    """Run S3PRL's downstream runner (through our wrapper when it is installed)."""
+def default_runner(args: Sequence[str], device: Optional[str] = None) -> subprocess.CompletedProcess:
+    """Run S3PRL's downstream runner (through our wrapper when it is installed).
+
+    ``device``: ``cuda`` or ``cpu``; default ``cuda`` when torch sees a GPU, else ``cpu``.
+    """
+    if device is None:
+        import torch
+
+        device = "cuda" if torch.cuda.is_available() else "cpu"
     module = ("s3prl_distill.run_downstream"
               if importlib.util.find_spec("s3prl_distill.run_downstream") else "s3prl.run_downstream")
-    proc = subprocess.run([sys.executable, "-m", module, *args], capture_output=True, text=True)
+    proc = subprocess.run([sys.executable, "-m", module, *args, "--device", device],
+                          capture_output=True, text=True)
     if proc.returncode != 0:
         raise RuntimeError(f"{module} {' '.join(args)} failed:\n{(proc.stdout + proc.stderr)[-4000:]}")
     return proc
@@ -114,9 +122,11 @@ def main(argv: Optional[List[str]] = None) -> int:
                                      description=__doc__.split("\n\n")[0])
     parser.add_argument("expdir")
     parser.add_argument("--voxceleb1", help="VoxCeleb1 root, if it moved since training")
+    parser.add_argument("--device", choices=["cuda", "cpu"], help="default: cuda if available")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    best = sweep(args.expdir, voxceleb1=args.voxceleb1)
+    best = sweep(args.expdir, runner=lambda a: default_runner(a, args.device),
+                 voxceleb1=args.voxceleb1)
     print(f"{len(checkpoints(Path(args.expdir)))} checkpoints evaluated; best {best.checkpoint.name}"
           f" EER {best.eer:.4f}; predictions in {Path(args.expdir) / 'test_predict.txt'}")
     return 0
