@@ -120,3 +120,18 @@ def test_gradients_reach_every_parameter_and_cnn_scale():
         assert not missing, missing
         grads[mult] = model.feature_extractor.conv_layers[0].conv.weight.grad.clone()
     assert torch.allclose(grads[0.1], grads[1.0] * 0.1, atol=1e-7)
+
+
+def test_zero_grad_mult_freezes_the_cnn_without_a_graph():
+    cfg = from_dict(StudentConfig, {
+        "cnn": {"layers": [{"channels": 4, "kernel": 10, "stride": 5}]},
+        "encoder": {"dim": 8, "ffn_dim": 8, "num_heads": 2, "num_layers": 1, "pos_conv_kernel": 0},
+        "teacher_dim": 8, "teacher_layers": 1, "feature_grad_mult": 0.0,
+        "heads": [{"student_layer": 1, "teacher_layer": 1, "type": "linear"}],
+    }, where="test")
+    model = build_student(cfg).train()
+    feats, _ = model.feature_extractor(torch.randn(2, 100), torch.tensor([100, 60]))
+    assert not feats.requires_grad
+    model(torch.randn(2, 100), torch.tensor([100, 60])).predictions[0].sum().backward()
+    assert model.feature_extractor.conv_layers[0].conv.weight.grad is None
+    assert model.heads[0].proj.weight.grad is not None

@@ -182,16 +182,26 @@ class FeatureExtractor(nn.Module):
 
     def forward(self, wavs: Tensor, wav_lengths: Tensor) -> Tuple[Tensor, Tensor]:
         """wavs (Tensor): [B, S] float; wav_lengths (Tensor): [B] int64 -> ([B, T, C], [B])."""
-        x = wavs[:, None, :]
-        lengths = wav_lengths
-        if self.per_utterance and x.shape[0] > 1 and bool((wav_lengths < x.shape[-1]).any()):
-            x, lengths = self._per_utterance(x, wav_lengths)
-        else:
-            for block in self.conv_layers:
-                x, lengths = block(x, lengths)
+        if self.training and self.grad_mult == 0.0:
+            with torch.no_grad():  # a frozen front end: no graph at all
+                x, lengths = self._run(wavs, wav_lengths)
+            return x.transpose(1, 2), lengths
+        x, lengths = self._run(wavs, wav_lengths)
         if self.training and self.grad_mult != 1.0:
             x = _GradMultiply.apply(x, self.grad_mult)
         return x.transpose(1, 2), lengths
+
+    def _run(self, wavs: Tensor, wav_lengths: Tensor) -> Tuple[Tensor, Tensor]:
+        """wavs: [B, S], wav_lengths: [B] -> ([B, C, T], [B])."""
+        x = wavs[:, None, :]
+        # per utterance only on CPU: on an accelerator one batched launch beats B small ones
+        if (self.per_utterance and x.device.type == "cpu" and x.shape[0] > 1
+                and bool((wav_lengths < x.shape[-1]).any())):
+            return self._per_utterance(x, wav_lengths)
+        lengths = wav_lengths
+        for block in self.conv_layers:
+            x, lengths = block(x, lengths)
+        return x, lengths
 
 
 class FeatureProjection(nn.Module):
