@@ -1,4 +1,4 @@
-"""registry.register(), the .pth import hook, and run_downstream's argument translation."""
+"""registry.register() and the .pth import hook."""
 
 from __future__ import annotations
 
@@ -14,7 +14,6 @@ import pytest
 import s3prl_distill  # noqa: F401
 from s3prl_distill import registry
 from s3prl_distill.registry import PRETRAIN_DIR, RegistryError
-from s3prl_distill.run_downstream import normalize_distributed_args
 
 import _s3prl_distill_hook as hook
 
@@ -206,29 +205,3 @@ def test_site_packages_holds_the_pth():
     assert found, f"s3prl_distill_hook.pth not in {dirs}: reinstall the package (pip install -e .)"
     with open(found[0], encoding="utf-8") as handle:
         assert handle.read().strip() == "import _s3prl_distill_hook"
-
-
-# ------------------------------------------------------------------------ run_downstream
-
-
-@pytest.mark.parametrize("argv, env, expected", [
-    (["-m", "train"], {}, ["-m", "train"]),
-    (["-m", "train", "--local-rank=1"], {}, ["-m", "train", "--local_rank", "1"]),
-    (["--local-rank", "0", "-m", "train"], {}, ["-m", "train", "--local_rank", "0"]),
-    (["-m", "train", "--local_rank", "2"], {}, ["-m", "train", "--local_rank", "2"]),
-    (["-m", "train"], {"LOCAL_RANK": "1", "WORLD_SIZE": "2"}, ["-m", "train", "--local_rank", "1"]),
-    (["-m", "train"], {"LOCAL_RANK": "1"}, ["-m", "train"]),  # no launcher world: leave as is
-    (["-m", "train", "--local-rank=1"], {"LOCAL_RANK": "1", "WORLD_SIZE": "2"},
-     ["-m", "train", "--local_rank", "1"]),
-])
-def test_normalize_distributed_args(argv, env, expected):
-    assert normalize_distributed_args(argv, env) == expected
-
-
-def test_normalize_distributed_args_errors():
-    with pytest.raises(ValueError, match="integer, got 'x'"):
-        normalize_distributed_args(["--local-rank=x"], {})
-    with pytest.raises(ValueError, match="disagrees with LOCAL_RANK=0"):
-        normalize_distributed_args(["--local-rank=1"], {"LOCAL_RANK": "0", "WORLD_SIZE": "2"})
-    with pytest.raises(ValueError, match="needs a value"):
-        normalize_distributed_args(["--local-rank"], {})
