@@ -109,6 +109,29 @@ def test_keep_heads_modes():
     assert out.lengths.tolist() == [expected_frames(700), expected_frames(650)]
 
 
+def test_layer0_projection_is_the_cnn_projection():
+    torch.manual_seed(0)
+    model = build_student(tiny(layer0="projection",
+                               heads=[{"student_layer": 0, "teacher_layer": 1, "type": "linear"}])).eval()
+    wavs, lens = torch.randn(2, 900), torch.tensor([900, 640])
+    with torch.no_grad():
+        out = model(wavs, lens)
+        feats, _ = model.feature_extractor(wavs, lens)
+        proj = model.encoder.feature_projection(feats)
+        alone = model(wavs[1:, :640])
+    n = int(out.lengths[1])
+    assert torch.allclose(out.hidden_states[0], proj, atol=1e-6)
+    assert torch.allclose(out.hidden_states[0][1, :n], alone.hidden_states[0][0], atol=1e-5)
+    assert torch.allclose(out.predictions[0], model.heads[0].proj(proj), atol=1e-6)
+    # only what is exposed as layer 0 changes: the transformer still runs on the transformer input
+    ref = build_student(tiny(heads=[{"student_layer": 0, "teacher_layer": 1, "type": "linear"}])).eval()
+    ref.load_state_dict(model.state_dict())
+    with torch.no_grad():
+        other = ref(wavs, lens)
+    assert torch.allclose(other.hidden_states[1], out.hidden_states[1], atol=1e-6)
+    assert not torch.allclose(other.hidden_states[0], out.hidden_states[0])
+
+
 def test_target_frames_trim_and_pad():
     cfg = tiny(time_reduction=2, heads=[{"student_layer": 2, "teacher_layer": 4, "type": "deconv_linear"}])
     model = build_student(cfg).eval()
@@ -141,6 +164,8 @@ def test_bad_inputs_are_named():
         ({"hidden_states": "heads"}, "keep_heads"),
         ({"keep_heads": True, "hidden_states": "layers+heads"}, "one D"),
         ({"encoder": {"pos_conv_groups": 5}}, "pos_conv_groups"),
+        ({"layer0": "projection", "time_reduction": 2,
+          "heads": [{"student_layer": 1, "teacher_layer": 1, "type": "deconv_linear"}]}, "layer0"),
         ({"cnn": {"layers": [{"channels": 8, "kernel": 10, "stride": 0}]}}, r"stride"),
     ],
 )

@@ -189,6 +189,10 @@ class StudentConfig:
       * ``layers+heads``: layers then head outputs (needs D == D_teacher, k == 1, kept heads),
       * ``heads``: head outputs only, at the teacher's rate and width (needs kept heads).
     ``feature_grad_mult``: gradient scale into the CNN (0.1 in DistilHuBERT and FitHuBERT).
+    ``layer0``: what student layer 0 is: ``transformer_input`` (after positional conv, layer norm
+    and time reduction; like the teachers' hidden state 0) or ``projection`` (the CNN projection
+    before them, as S3PRL's published DistilHuBERT exposes it and its "predict w/ hidden" baseline
+    uses it; needs ``time_reduction: 1``).
     """
 
     family: Literal["distilhubert", "fithubert", "custom"] = "custom"
@@ -201,6 +205,7 @@ class StudentConfig:
     keep_heads: bool = False
     hidden_states: Literal["layers", "layers+heads", "heads"] = "layers"
     feature_grad_mult: float = 1.0
+    layer0: Literal["transformer_input", "projection"] = "transformer_input"
 
     def validate(self) -> None:
         if self.time_reduction < 1:
@@ -239,6 +244,11 @@ class StudentConfig:
                     f"heads[{j}].type: {head.type} cannot undo time_reduction "
                     f"{self.time_reduction}; use deconv_linear"
                 )
+        if self.layer0 == "projection" and self.time_reduction != 1:
+            raise ConfigError(
+                f"layer0: 'projection' runs at the CNN rate and cannot join layers reduced by "
+                f"time_reduction {self.time_reduction}"
+            )
         if self.hidden_states != "layers":
             if not self.heads:
                 raise ConfigError(f"hidden_states: '{self.hidden_states}' needs heads")

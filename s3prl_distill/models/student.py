@@ -14,7 +14,7 @@ Hidden-states layout (``StudentOutput.hidden_states``, what S3PRL's weighted-sum
 every entry is [B, T, D] with one T and one D, and ``downsample_rate`` is the true rate):
 
 * ``hidden_states: layers`` (default): layers 0..N at the encoder rate. DistilHuBERT: CNN
-  projection + 2 layers at 320 samples/frame. FitHuBERT (k = 2): the time-reduced input + 12
+  projection (``layer0: projection``, as S3PRL's DistilHuBERT) + 2 layers at 320 samples/frame. FitHuBERT (k = 2): the time-reduced input + 12
   layers, all [B, T/2, 480] at **640** samples/frame. We keep FitHuBERT's states at the reduced
   rate because these are the representations the student actually computes: the only trained
   upsampler is each layer's own prediction head, which is dropped after distillation, and mixing
@@ -60,7 +60,8 @@ class StudentOutput:
     lengths: Tensor              [B] valid frames of hidden_states
     predictions: List[Tensor]    one per head, [B, T_teacher, D_teacher] (empty without heads)
     prediction_lengths: Optional[Tensor]  [B] valid frames of predictions
-    layer_outputs: List[Tensor]  [B, T_enc, D]: [0] = transformer input, [i] = layer i
+    layer_outputs: List[Tensor]  [B, T_enc, D]: [0] = transformer input (or the CNN projection
+                                 when ``config.layer0 == "projection"``), [i] = layer i
     layer_lengths: Tensor        [B] valid frames of layer_outputs
     """
 
@@ -217,6 +218,7 @@ class Student(nn.Module):
         cnn_frames = x.shape[1]
         tr = self.encoder.transformer
         x = self.encoder.feature_projection(x)
+        projection = x
         x = _zero_padding(x, cnn_lengths)
         if tr.pos_conv_embed is not None:
             x = tr.pos_conv_embed(x)
@@ -228,7 +230,7 @@ class Student(nn.Module):
             x, lengths = self.time_reduction(_zero_padding(x, lengths), lengths)
 
         mask = key_padding_mask(lengths, x.shape[1])
-        layer_outputs = [x]
+        layer_outputs = [projection if self.config.layer0 == "projection" else x]
         for layer in tr.layers:
             x = layer(x, mask)
             layer_outputs.append(x)
