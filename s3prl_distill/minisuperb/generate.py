@@ -57,7 +57,7 @@ class CorpusConfig:
     ic_train_speakers: int = 40
     ic_dev_speakers: int = 8
     ic_test_speakers: int = 12
-    ic_utts_per_speaker: int = 20
+    ic_utts_per_speaker: int = 16
     sid_speakers: int = 24
     sid_train_utts: int = 10         # per speaker (from 2 sessions)
     sid_dev_utts: int = 3            # per speaker (third session)
@@ -86,15 +86,15 @@ class CorpusConfig:
 
 PRESETS: Dict[str, CorpusConfig] = {
     "full": CorpusConfig(),
-    "quick": CorpusConfig(seen_voices=24, heldout_voices=8, ks_train_speakers=20,
-                          ks_dev_speakers=4, ks_test_speakers=6, ks_noise_files=3,
-                          ks_test_silence=12, ic_train_speakers=16, ic_dev_speakers=4,
-                          ic_test_speakers=6, ic_utts_per_speaker=14, sid_speakers=12,
-                          sid_train_utts=6, sid_dev_utts=2, sid_test_utts=3,
-                          pr_train_speakers=16, pr_dev_speakers=4, pr_test_speakers=6,
+    "quick": CorpusConfig(seen_voices=16, heldout_voices=7, ks_train_speakers=12,
+                          ks_dev_speakers=3, ks_test_speakers=4, ks_noise_files=2,
+                          ks_test_silence=8, ic_train_speakers=10, ic_dev_speakers=3,
+                          ic_test_speakers=4, ic_utts_per_speaker=14, sid_speakers=10,
+                          sid_train_utts=5, sid_dev_utts=2, sid_test_utts=2,
+                          pr_train_speakers=10, pr_dev_speakers=3, pr_test_speakers=4,
                           pr_utts_per_speaker=5),
-    "tiny": CorpusConfig(seen_voices=6, heldout_voices=3, ks_train_speakers=4, ks_dev_speakers=2,
-                         ks_test_speakers=2, ks_noise_files=1, ks_test_silence=2,
+    "tiny": CorpusConfig(seen_voices=6, heldout_voices=3, ks_train_speakers=3, ks_dev_speakers=1,
+                         ks_test_speakers=1, ks_noise_files=1, ks_test_silence=2,
                          ic_train_speakers=3, ic_dev_speakers=1, ic_test_speakers=1,
                          ic_utts_per_speaker=10, sid_speakers=3, sid_train_utts=2,
                          sid_dev_utts=1, sid_test_utts=1, pr_train_speakers=2,
@@ -201,7 +201,11 @@ def _gen_ks(root: Path, cfg: CorpusConfig, seen: List[Voice], held: List[Voice],
         for word in words:
             label = word if word in text.KEYWORDS else "_unknown_"
             rel = f"{label}/{spk}_nohash_{0 if label == word else words.index(word)}.wav"
-            _write(test_base / rel, _fit_second(talker.say(word), rng))
+            clip = _fit_second(talker.say(word), rng)
+            _write(test_base / rel, clip)
+            # as in the real release, test speakers are also in the main folder, listed in
+            # testing_list.txt (S3PRL's hash split drops them from train and dev)
+            _write(base / word / f"{spk}_nohash_0.wav", clip)
             lists["test"].append(f"{word}/{spk}_nohash_0.wav")
     for k in range(cfg.ks_test_silence):
         _write(test_base / "_silence_" / f"silence_{k:04d}.wav",
