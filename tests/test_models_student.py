@@ -132,6 +132,23 @@ def test_layer0_projection_is_the_cnn_projection():
     assert not torch.allclose(other.hidden_states[0], out.hidden_states[0])
 
 
+@pytest.mark.parametrize("over", [
+    {},
+    {"time_reduction": 3, "heads": [{"student_layer": 1, "teacher_layer": 2, "type": "deconv_linear"}]},
+    {"time_reduction": 2, "keep_heads": True, "hidden_states": "heads",
+     "heads": [{"student_layer": 1, "teacher_layer": 2, "type": "deconv_linear"}]},
+    {"teacher_dim": 32, "keep_heads": True, "hidden_states": "layers+heads"},
+])
+def test_output_lengths_and_counts_match_forward(over):
+    model = build_student(tiny(**over)).eval()
+    model.drop_heads()
+    lens = torch.tensor([1000, 700, 450])
+    out = model(torch.randn(3, 1000), lens, with_heads=False)
+    assert torch.equal(model.output_lengths(lens), out.lengths)
+    assert len(out.hidden_states) == model.num_hidden_states
+    assert all(h.shape[-1] == model.dim for h in out.hidden_states)
+
+
 def test_target_frames_trim_and_pad():
     cfg = tiny(time_reduction=2, heads=[{"student_layer": 2, "teacher_layer": 4, "type": "deconv_linear"}])
     model = build_student(cfg).eval()

@@ -162,6 +162,17 @@ class Student(nn.Module):
         """Minimum input length in samples."""
         return self.config.cnn.receptive_field
 
+    @property
+    def num_hidden_states(self) -> int:
+        """How many tensors ``hidden_states`` holds (with the heads currently attached)."""
+        n_layers = self.config.encoder.num_layers + 1
+        mode = self.config.hidden_states
+        if mode == "heads" and len(self.heads):
+            return len(self.heads)
+        if mode == "layers+heads":
+            return n_layers + len(self.heads)
+        return n_layers
+
     def output_lengths(self, wav_lengths: Tensor) -> Tensor:
         """[B] samples -> [B] valid frames of ``hidden_states`` (exact conv arithmetic)."""
         lengths = self.feature_extractor.output_lengths(wav_lengths)

@@ -82,14 +82,7 @@ class UpstreamExpert(_Base):
 
     @property
     def num_hidden_states(self) -> int:
-        cfg = self.model.config
-        n_layers = cfg.encoder.num_layers + 1
-        n_heads = len(self.model.heads)
-        if cfg.hidden_states == "heads" and n_heads:
-            return n_heads
-        if cfg.hidden_states == "layers+heads":
-            return n_layers + n_heads
-        return n_layers
+        return self.model.num_hidden_states
 
     def get_downsample_rates(self, key: str) -> int:
         """Samples per frame of every hidden state (the same for all keys)."""
