@@ -90,10 +90,13 @@ class ConvLayerBlock(nn.Module):
         self.conv = nn.Conv1d(in_channels, out_channels, kernel, stride=stride, bias=bias)
         self.layer_norm = layer_norm
 
-    # Compute the conv as plain GEMMs where oneDNN's conv kernels are slow on CPU (a pointwise conv,
-    # and the first conv over one input channel). Same parameters, same outputs (to float
-    # rounding); ``False`` uses nn.Conv1d everywhere (the benchmark's A/B switch).
-    fast_path: bool = True
+    # Compute the conv as plain GEMMs (a pointwise conv, and the first conv over one input
+    # channel). Same parameters, same outputs (to float rounding). Off by default: on this
+    # project's CPU (torch 2.13, 10 s input, median of 7, warm) the GEMMs were slower than
+    # nn.Conv1d: DistilHuBERT's first conv 306 vs 122 ms, FitHuBERT's first conv 34 vs 5 ms and
+    # its 128->256 pointwise conv 106 vs 50 ms (1 thread; 2 threads: 750/346, 131/80, 334/227).
+    # ``True`` switches the GEMM path on (the benchmark's A/B switch).
+    fast_path: bool = False
 
     def _conv(self, x: Tensor) -> Tensor:
         """x: [B, C_in, T] -> [B, C_out, T'] (no padding)."""
