@@ -135,18 +135,10 @@ def student_from_checkpoint(ckpt: Mapping[str, Any], keep_heads: Optional[bool] 
     head_keys = [k for k in state if k.startswith("heads.")]
     keep = cfg.keep_heads if keep_heads is None else keep_heads
     if not head_keys and len(student.heads):
-        # saved after drop_heads(): the model has no heads either
-        student.heads = torch.nn.ModuleList()
-        student._head_layers = []
-        student.target_layers = []
-        student.heads_dropped = True
-        keep = False
+        student.drop_heads(force=True)  # saved after drop_heads(): the model has none either
     _load_state(student, state, where)
     if not keep and len(student.heads):
-        student.heads = torch.nn.ModuleList()
-        student._head_layers = []
-        student.target_layers = []
-        student.heads_dropped = True
+        student.drop_heads(force=True)
     return student
 
 

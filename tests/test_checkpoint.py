@@ -69,6 +69,18 @@ def test_config_keep_heads_is_followed(tmp_path):
     assert len(loaded(torch.randn(1, 900)).hidden_states) == 5
 
 
+def test_forced_drop_of_kept_heads_falls_back_to_layers(tmp_path):
+    cfg = tiny_cfg(teacher_dim=12, keep_heads=True, hidden_states="heads",
+                   heads=[{"student_layer": 1, "teacher_layer": 2, "type": "linear"}])
+    save_student(tmp_path / "h.ckpt", build_student(cfg))
+    kept, _ = load_student(tmp_path / "h.ckpt")
+    assert kept.dim == 12 and kept.num_hidden_states == 1
+    dropped, _ = load_student(tmp_path / "h.ckpt", keep_heads=False)
+    out = dropped(torch.randn(1, 900))
+    assert dropped.dim == 16 and dropped.num_hidden_states == 3 == len(out.hidden_states)
+    assert dropped.downsample_rate == 10 and out.hidden_states[0].shape[-1] == 16
+
+
 def test_checkpoint_after_drop_heads_loads(tmp_path):
     student = build_student(tiny_cfg())
     student.drop_heads()

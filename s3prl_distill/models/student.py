@@ -141,14 +141,19 @@ class Student(nn.Module):
         return self.config.encoder.num_layers
 
     @property
+    def hidden_states_layout(self) -> str:
+        """The layout in effect: ``config.hidden_states``, or ``layers`` once the heads are gone."""
+        return self.config.hidden_states if len(self.heads) else "layers"
+
+    @property
     def dim(self) -> int:
         """Width D of ``hidden_states``."""
-        return self.config.teacher_dim if self.config.hidden_states == "heads" else self.config.encoder.dim
+        return self.config.teacher_dim if self.hidden_states_layout == "heads" else self.config.encoder.dim
 
     @property
     def downsample_rate(self) -> int:
         """Samples per frame of ``hidden_states`` (the true rate S3PRL is told)."""
-        if self.config.hidden_states == "heads":
+        if self.hidden_states_layout == "heads":
             return self.config.cnn.stride
         return self.config.downsample_rate
 
@@ -166,8 +171,8 @@ class Student(nn.Module):
     def num_hidden_states(self) -> int:
         """How many tensors ``hidden_states`` holds (with the heads currently attached)."""
         n_layers = self.config.encoder.num_layers + 1
-        mode = self.config.hidden_states
-        if mode == "heads" and len(self.heads):
+        mode = self.hidden_states_layout
+        if mode == "heads":
             return len(self.heads)
         if mode == "layers+heads":
             return n_layers + len(self.heads)
@@ -176,14 +181,18 @@ class Student(nn.Module):
     def output_lengths(self, wav_lengths: Tensor) -> Tensor:
         """[B] samples -> [B] valid frames of ``hidden_states`` (exact conv arithmetic)."""
         lengths = self.feature_extractor.output_lengths(wav_lengths)
-        if self.config.hidden_states != "heads" and self.time_reduction is not None:
+        if self.hidden_states_layout != "heads" and self.time_reduction is not None:
             k = self.time_reduction.stride
             lengths = torch.div(lengths + k - 1, k, rounding_mode="floor")
         return lengths
 
-    def drop_heads(self) -> None:
-        """Remove the prediction heads (after distillation), unless ``config.keep_heads``."""
-        if self.config.keep_heads:
+    def drop_heads(self, force: bool = False) -> None:
+        """Remove the prediction heads (after distillation), unless ``config.keep_heads``.
+
+        ``force=True`` removes them even then (``load_student(..., keep_heads=False)``); the
+        hidden states then fall back to the ``layers`` layout.
+        """
+        if self.config.keep_heads and not force:
             return
         self.heads = nn.ModuleList()
         self._head_layers = []
@@ -248,7 +257,7 @@ class Student(nn.Module):
         if self.config.encoder.layer_norm_first:
             layer_outputs[-1] = tr.layer_norm(layer_outputs[-1])
 
-        mode = self.config.hidden_states
+        mode = self.hidden_states_layout
         predictions: List[Tensor] = []
         prediction_lengths: Optional[Tensor] = None
         if len(self.heads) and (with_heads or mode != "layers"):
