@@ -99,6 +99,7 @@ class _MeanUpstream:
     name = "mean"
     num_params = 0
     downsample_rate = 160
+    fingerprint = "mean-v1"
 
     def __call__(self, wavs, lengths):
         t = wavs.shape[1] // 160
@@ -148,4 +149,15 @@ def test_evaluate_upstream_caches_features(tmp_path):
     again = evaluate_upstream(_MeanUpstream(), {"ks": data}, cache_dir=cache,
                               probes={"ks": ProbeConfig(epochs=2)})
     assert again["ks"]["test"] == first["ks"]["test"]  # same cached features, same seed
+    calls = []
+
+    class Changed(_MeanUpstream):
+        fingerprint = "mean-v2"  # other weights: the cache must not be used
+
+        def __call__(self, wavs, lengths):
+            calls.append(len(wavs))
+            return super().__call__(wavs, lengths)
+
+    evaluate_upstream(Changed(), {"ks": data}, cache_dir=cache, probes={"ks": ProbeConfig(epochs=2)})
+    assert calls
     assert set(first["ks"]) >= {"metric", "dev", "test", "layer_weights", "extract_s", "probe_s"}

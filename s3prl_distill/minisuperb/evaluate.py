@@ -305,10 +305,12 @@ def _train_ctc(feats: Dict[str, List[Tensor]], labels: Dict[str, List[List[int]]
 
 def _cached_features(upstream, data: TaskData, cache_dir: Optional[Path], cfg: ProbeConfig):
     pooled = data.task != "pr"
-    path = cache_dir / f"{upstream.name}.{data.task}.pt" if cache_dir else None
+    safe_name = "".join(c if c.isalnum() or c in "-_." else "_" for c in upstream.name)
+    path = cache_dir / f"{safe_name}.{data.task}.pt" if cache_dir else None
     if path is not None and path.exists():
         blob = safe_load(path)
-        if blob.get("refs") == {k: [r for r, _ in v] for k, v in data.splits.items()}:
+        if (blob.get("refs") == {k: [r for r, _ in v] for k, v in data.splits.items()}
+                and blob.get("fingerprint") == getattr(upstream, "fingerprint", None)):
             logger.info("%s/%s: features from cache %s", upstream.name, data.task, path)
             return blob["features"], blob["seconds"]
     started = time.time()
@@ -321,6 +323,7 @@ def _cached_features(upstream, data: TaskData, cache_dir: Optional[Path], cfg: P
     seconds = time.time() - started
     if path is not None:
         atomic_save({"refs": {k: [r for r, _ in v] for k, v in data.splits.items()},
+                     "fingerprint": getattr(upstream, "fingerprint", None),
                      "features": feats, "seconds": seconds}, path)
     return feats, seconds
 

@@ -2,7 +2,7 @@
 
 An upstream here is a callable ``(wavs [B, S] float32 16 kHz, wav_lengths [B]) ->
 (hidden_states: List[Tensor [B, T, D]], lengths [B])`` with attributes ``name``,
-``num_params`` and ``downsample_rate``. Adapters:
+``num_params``, ``downsample_rate`` and ``fingerprint`` (what the feature cache is keyed on). Adapters:
 
 * :class:`TeacherUpstream` - a :class:`s3prl_distill.teachers.Teacher` (all L+1 hidden states),
 * :class:`StudentUpstream` - a :class:`s3prl_distill.models.Student` (its exposed hidden states,
@@ -13,17 +13,29 @@ An upstream here is a callable ``(wavs [B, S] float32 16 kHz, wav_lengths [B]) -
 
 from __future__ import annotations
 
+import hashlib
 from typing import List, Tuple
 
 import torch
 from torch import Tensor, nn
 
-__all__ = ["TeacherUpstream", "StudentUpstream", "FbankUpstream", "count_params"]
+__all__ = ["TeacherUpstream", "StudentUpstream", "FbankUpstream", "count_params",
+           "weights_fingerprint"]
 
 
 def count_params(module: nn.Module) -> int:
     """Number of parameters of ``module``."""
     return sum(p.numel() for p in module.parameters())
+
+
+def weights_fingerprint(module: nn.Module) -> str:
+    """SHA-1 of every tensor of ``module``'s state dict (names, shapes and values)."""
+    digest = hashlib.sha1()
+    for name, tensor in sorted(module.state_dict().items()):
+        digest.update(name.encode())
+        digest.update(str(tuple(tensor.shape)).encode())
+        digest.update(tensor.detach().cpu().contiguous().view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()
 
 
 class TeacherUpstream:
@@ -34,6 +46,7 @@ class TeacherUpstream:
         self.name = name
         self.num_params = count_params(teacher)
         self.downsample_rate = int(teacher.downsample_rate)
+        self.fingerprint = weights_fingerprint(teacher)
 
     @torch.inference_mode()
     def __call__(self, wavs: Tensor, wav_lengths: Tensor) -> Tuple[List[Tensor], Tensor]:
@@ -49,6 +62,7 @@ class StudentUpstream:
         self.name = name
         self.num_params = count_params(student)
         self.downsample_rate = int(student.downsample_rate)
+        self.fingerprint = weights_fingerprint(student)
 
     @torch.inference_mode()
     def __call__(self, wavs: Tensor, wav_lengths: Tensor) -> Tuple[List[Tensor], Tensor]:
@@ -75,6 +89,7 @@ class FbankUpstream:
         self.delta_order = delta_order
         self.name = "FBANK" if cmvn else "FBANK (no CMVN)"
         self.dim = num_mel_bins * (delta_order + 1)
+        self.fingerprint = f"fbank-{num_mel_bins}-d{delta_order}-cmvn{int(cmvn)}"
 
     def features(self, wav: Tensor) -> Tensor:
         """wav [S] -> [T, dim]."""
