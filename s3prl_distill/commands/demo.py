@@ -26,13 +26,25 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=int, default=0, help="seed of corpus, training and probes")
     parser.add_argument("--config-dir", default=None,
                         help="folder holding the demo model YAMLs (default: upstream_configs/)")
+    parser.add_argument("--threads", type=int, default=None,
+                        help="torch CPU threads (default: every core, whatever OMP_NUM_THREADS says;"
+                             " the time budgets assume 2 cores)")
     parser.add_argument("--corpus", default=None,
                         help="corpus folder (default: OUT/corpus; reused when seed and size match)")
 
 
 def run(args: argparse.Namespace) -> int:
+    import os
+
+    import torch
+
     from s3prl_distill.minisuperb.pipeline import run_demo
 
+    threads = args.threads or os.cpu_count() or 1
+    if threads < 1:
+        raise SystemExit(f"--threads must be >= 1, got {args.threads}")
+    torch.set_num_threads(threads)
+    logger.info("torch uses %d CPU thread(s)", threads)
     results = run_demo(Path(args.out), quick=args.quick, seed=args.seed,
                        config_dir=args.config_dir, corpus_dir=args.corpus)
     wall = results["wall_seconds"]
