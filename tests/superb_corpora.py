@@ -264,9 +264,15 @@ def make_student_checkpoint(path, family: str = "distilhubert", seed: int = 0) -
     from s3prl_distill.config import from_dict
     from s3prl_distill.models import StudentConfig, build_student
 
-    data = {"family": family, "cnn": {"layers": TINY_CNN}, "encoder": TINY_ENCODER,
-            "teacher_dim": 16,
-            "heads": [{"student_layer": 2, "teacher_layer": t} for t in (4, 8)]}
+    if family == "fithubert":  # transformer at half the CNN rate: hidden states at 640 samples
+        data = {"family": family, "cnn": {"layers": TINY_CNN}, "encoder": TINY_ENCODER,
+                "time_reduction": 2, "teacher_dim": 16, "teacher_layers": 2,
+                "heads": [{"student_layer": i, "teacher_layer": i, "type": "deconv_linear"}
+                          for i in (1, 2)]}
+    else:
+        data = {"family": family, "cnn": {"layers": TINY_CNN}, "encoder": TINY_ENCODER,
+                "teacher_dim": 16,
+                "heads": [{"student_layer": 2, "teacher_layer": t} for t in (4, 8)]}
     torch.manual_seed(seed)
     student = build_student(from_dict(StudentConfig, data, where="tests/superb_corpora.py"))
     path = Path(path)

@@ -234,7 +234,17 @@ def test_asv_checkpoint_sweep(tmp_path, upstream):
     assert "predict/sv_public/predict.txt" in archive.namelist()
 
 
-def test_sd(tmp_path, upstream):
+@pytest.fixture(params=["distilhubert", "fithubert"])
+def sd_upstream(request, tmp_path_factory):
+    """Students at 320 and at 640 samples per frame: SD's label rate must follow each."""
+    ckpt = make_student_checkpoint(tmp_path_factory.mktemp("sd_upstream") / "student.ckpt",
+                                   family=request.param)
+    rate = {"distilhubert": "320", "fithubert": "640"}[request.param]
+    return ["-u", "distill_student_local", "-k", str(ckpt)], rate
+
+
+def test_sd(tmp_path, sd_upstream):
+    upstream, rate = sd_upstream
     corpus = make_diarization(tmp_path)
     prep = prepare.prepare_sd(corpus["root"], tmp_path / "prep")
     exp = tmp_path / "exp"
@@ -246,7 +256,7 @@ def test_sd(tmp_path, upstream):
           "config.downstream_expert.loaderrc.train_batchsize=2",
           "config.downstream_expert.datarc.chunk_size=100",
           "config.downstream_expert.modelrc.hidden_size=8", cwd=tmp_path)
-    assert (exp / "frame_shift").read_text().strip() == "320"  # the upstream's true rate
+    assert (exp / "frame_shift").read_text().strip() == rate  # the upstream's true rate
     evaluate(best_dev_checkpoint(exp), "test", tmp_path)
     predictions = sorted((exp / "scoring" / "predictions").glob("*.h5"))
     assert [p.stem for p in predictions] == ["test_mix0", "test_mix1"]
