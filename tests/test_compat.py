@@ -333,3 +333,43 @@ def test_s3prl_checkpoints_load_with_weights_only(tmp_path, monkeypatch):
     with pytest.raises(Exception, match="weights_only|Unsupported global"):
         torch.load(tmp_path / "bad.ckpt", weights_only=True)
     assert compat.allow_s3prl_checkpoints() == []  # idempotent
+
+
+# ------------------------------------------------------------------ against the real SoX binary
+
+_SOX_CHAINS = [
+    [["channels", "1"], ["rate", "16000"], ["gain", "-3.0"]],                       # KS, SV
+    [["channels", "1"], ["rate", "16000"], ["norm"]],                               # QbE, MOS
+    [["channels", "1"], ["rate", "16000"], ["gain", "-3.0"],
+     ["silence", "1", "0.1", "0.1%", "-1", "0.1", "0.1%"]],                         # SV
+    [["channels", "1"], ["norm"], ["vad", "-T", "0.25", "-p", "0.1"], ["reverse"],
+     ["vad", "-T", "0.25", "-p", "0.1"], ["reverse"]],                              # SWS queries
+    [["channels", "1"], ["pad", "0.5", "0.5"], ["trim", "0.7", "0.5"]],             # QUESST crops
+]
+
+
+@pytest.mark.skipif(__import__("shutil").which("sox") is None, reason="the sox binary is not installed")
+@pytest.mark.parametrize("rate", [16000, 8000])
+@pytest.mark.parametrize("chain", _SOX_CHAINS, ids=lambda c: "+".join(e[0] for e in c))
+def test_effects_match_sox_binary(tmp_path, chain, rate):
+    """Same lengths as SoX 14.4 and the same samples (resampling filters differ slightly)."""
+    import subprocess
+
+    rng = np.random.default_rng(0)
+    sr = 16000
+    t = lambda s: np.arange(int(s * sr)) / sr  # noqa: E731
+    z = lambda s: np.zeros(int(s * sr))  # noqa: E731
+    x = np.concatenate([rng.standard_normal(int(0.3 * sr)) * 1e-4, 0.5 * np.sin(2 * np.pi * 300 * t(0.5)),
+                        z(0.05), 0.4 * np.sin(2 * np.pi * 500 * t(0.4)), z(0.3),
+                        0.5 * np.sin(2 * np.pi * 700 * t(0.03)), z(0.3),
+                        0.5 * np.sin(2 * np.pi * 200 * t(0.6)) * (1 + 0.5 * np.sin(t(0.6) * 30)), z(0.4)])
+    stereo = np.stack([x, 0.5 * np.roll(x, 7)], 1).astype(np.float32)[:: sr // rate]
+    src, out = tmp_path / "in.wav", tmp_path / "sox.wav"
+    sf.write(str(src), stereo, rate, subtype="FLOAT")
+    subprocess.run(["sox", str(src), "-e", "floating-point", "-b", "32", str(out)]
+                   + [a for effect in chain for a in effect], check=True, capture_output=True)
+    ref, ref_sr = sf.read(str(out), dtype="float32", always_2d=True)
+    ours, our_sr = apply_effects_file(str(src), chain)
+    assert our_sr == ref_sr and ours.shape == (ref.shape[1], ref.shape[0])
+    resampled = any(e[0] == "rate" for e in chain) and rate != 16000
+    assert np.abs(ours.numpy().T - ref).max() < (5e-3 if resampled else 1e-6)  # full scale 1.0
