@@ -2,7 +2,7 @@
 
 Installed with the package as ``s3prl_distill_hook.pth`` in site-packages, whose one line
 ``import _s3prl_distill_hook`` runs at interpreter start-up. Importing this module costs almost
-nothing: it imports only ``sys``/``os``/``importlib`` machinery and puts one finder at the front
+nothing: it imports only ``sys``/``os`` (no torch, no importlib.abc) and puts one finder at the front
 of ``sys.meta_path``. The finder does nothing until one of the watched modules is imported; then it
 lets the normal finders load the module and runs our code right after the module's own body:
 
@@ -18,7 +18,6 @@ A failure inside our code is logged with its traceback and does not break S3PRL'
 ``register()`` directly and does raise. Set ``S3PRL_DISTILL_NO_HOOK=1`` to disable the hook.
 """
 
-import importlib.abc
 import os
 import sys
 
@@ -78,7 +77,7 @@ def _run_action(name, module):
             "error directly)", name)
 
 
-class _PostExecLoader(importlib.abc.Loader):
+class _PostExecLoader:  # duck-typed loader: importlib.abc would cost ~15 ms at start-up
     """Wraps a module's real loader; runs our action after the module body executed."""
 
     def __init__(self, loader, name):
@@ -96,7 +95,7 @@ class _PostExecLoader(importlib.abc.Loader):
         return getattr(self._loader, attr)
 
 
-class HookFinder(importlib.abc.MetaPathFinder):
+class HookFinder:  # duck-typed meta-path finder (only find_spec is needed)
     """Meta-path finder that only wraps the loaders of the watched module names."""
 
     def __init__(self):
