@@ -157,3 +157,16 @@ def test_best_dev_checkpoint(tmp_path, caplog):
 def test_cli_reports_errors(tmp_path, capsys):
     assert prepare.main(["ic", "--root", str(tmp_path / "none")]) == 1
     assert "fluent_speech_commands_dataset folder not found" in capsys.readouterr().err
+
+
+def test_read_mtwv_from_quesst_score_out(tmp_path):
+    from s3prl_distill.superb.expdir import main, read_mtwv
+
+    with pytest.raises(FileNotFoundError, match="score.out: not found"):
+        read_mtwv(tmp_path)
+    (tmp_path / "score.out").write_text("actTWV: 0.0100 maxTWV: 0.0523 Threshold: 2.1\n")
+    assert read_mtwv(tmp_path) == pytest.approx(0.0523)
+    assert main(["qbe-mtwv", str(tmp_path)]) == 0
+    (tmp_path / "score.out").write_text("Cnxe only\n")
+    with pytest.raises(ValueError, match="no 'maxTWV"):
+        read_mtwv(tmp_path)

@@ -190,21 +190,46 @@ def test_asr(tmp_path, upstream):
     assert "predict/asr_public/predict.ark" in archive.namelist()
 
 
-def test_qbe_layer_sweep(tmp_path, upstream):
+FAKE_QUESST_SCORER = """#!/usr/bin/env bash
+# stand-in for QUESST's scorer: needs the system's stdlist, writes score.out like the real one
+set -e
+test -f "$1/benchmark.stdlist.xml"
+test -d "$2"
+case "$(basename "$1")" in
+  *_1_dev) twv=0.0500 ;;
+  *_2_dev) twv=0.0200 ;;
+  *) twv=0.0100 ;;
+esac
+echo "actTWV: 0.0000 maxTWV: $twv Threshold: 2.0" > "$1/score.out"
+"""
+
+
+def test_qbe_recipe_layer_sweep(tmp_path, upstream):
+    """qbe/run.sh: every layer on dev, scored, the best dev layer run on eval (the submission)."""
+    import os
+    import subprocess
+    import sys
+
     corpus = make_quesst14(tmp_path)
-    prepare.check_qbe(corpus["root"])
-    config = RECIPES / "qbe" / "config.yaml"
-    for layer in (0, 2):
-        for split in ("dev", "test"):
-            exp = tmp_path / f"exp_{layer}_{split}"
-            run_downstream(["-m", "evaluate", "-t", split, *upstream, "-l", str(layer), "-d",
-                            "quesst14_dtw", "-c", str(config), "-p", str(exp), "-o",
-                            overrides(f"config.downstream_expert.datarc.dataset_root={corpus['root']}",
-                                      "config.downstream_expert.datarc.num_workers=0",
-                                      "config.downstream_expert.max_workers=1")], tmp_path)
-            xml = (exp / "benchmark.stdlist.xml").read_text()
-            assert xml.count("<detected_termlist") == 2 and xml.count("<term ") == 8
-    archive = submit(tmp_path, qbe=tmp_path / "exp_2_test")
+    scorer = corpus["root"] / "scoring" / "score-TWV-Cnxe.sh"
+    scorer.write_text(FAKE_QUESST_SCORER)
+    scorer.chmod(0o755)
+    (corpus["root"] / "scoring" / "groundtruth_quesst14_dev").mkdir()
+    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHON=sys.executable, DEVICE="cpu",
+               QUESST14=str(corpus["root"]), NUM_LAYERS="3", UPSTREAM=upstream[1],
+               UPSTREAM_CKPT=upstream[3], EXP_ROOT=str(tmp_path / "result"), EXP_NAME="qbe",
+               EXTRA_OVERRIDE=overrides("config.downstream_expert.datarc.num_workers=0",
+                                        "config.downstream_expert.max_workers=1"))
+    proc = subprocess.run(["bash", str(RECIPES / "qbe" / "run.sh")], cwd=tmp_path, env=env,
+                          capture_output=True, text=True, timeout=400)
+    assert proc.returncode == 0, (proc.stdout + proc.stderr)[-4000:]
+    assert "best layer on dev: 1" in proc.stdout
+    result = tmp_path / "result"
+    assert sorted(p.name for p in result.iterdir()) == ["qbe_0_dev", "qbe_1_dev", "qbe_1_test",
+                                                        "qbe_2_dev"]
+    xml = (result / "qbe_1_test" / "benchmark.stdlist.xml").read_text()
+    assert xml.count("<detected_termlist") == 2 and xml.count("<term ") == 8  # 2 queries x 4 docs
+    archive = submit(tmp_path, qbe=result / "qbe_1_test")
     assert "predict/qbe_public/benchmark.stdlist.xml" in archive.namelist()
 
 

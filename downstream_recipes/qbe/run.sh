@@ -28,8 +28,11 @@ if [ -z "$best" ]; then
   for layer in $(seq 0 $((NUM_LAYERS - 1))); do
     qbe_eval "$layer" dev
     exp="$(cd "$EXP_ROOT/${NAME}_${layer}_dev" && pwd)"
-    (cd "$QUESST14/scoring" && ./score-TWV-Cnxe.sh "$exp" groundtruth_quesst14_dev -10) > "$exp/score.log" 2>&1 || true
-    twv="$(grep -o 'maxTWV[^0-9-]*-\?[0-9.]*' "$exp"/score.* 2>/dev/null | grep -o '\-\?[0-9.]*$' | tail -n 1)"
+    if [ ! -f "$exp/score.out" ]; then  # QUESST's scorer writes score.out into the system folder
+      (cd "$QUESST14/scoring" && ./score-TWV-Cnxe.sh "$exp" groundtruth_quesst14_dev -10) \
+        > "$exp/score.log" 2>&1 || echo "warning: scoring layer $layer failed, see $exp/score.log" >&2
+    fi
+    twv="$("$PYTHON" -m s3prl_distill.superb.expdir qbe-mtwv "$exp" 2>/dev/null || true)"
     echo "layer $layer: dev maxTWV ${twv:-unscored}"
     if [ -n "$twv" ] && awk "BEGIN{exit !($twv > $best_twv)}"; then best="$layer"; best_twv="$twv"; fi
   done
