@@ -139,7 +139,8 @@ def test_training_bench_tiny():
 
     result = run_training_bench(tiny=True, steps=1)
     rows = {r["model"]: r for r in result["rows"]}
-    assert set(rows) == {"s3prl_distiller_step", "ours_step", "ours_step+cache", "ours_step+bucketing"}
+    assert set(rows) == {"s3prl_distiller_step", "ours_step", "ours_step+cache", "ours_step+bucketing",
+                         "ours_step+bucketing+cache"}
     assert rows["s3prl_distiller_step"]["ratio_vs_s3prl"] == 1.0
     assert rows["ours_step+bucketing"]["padding_fraction"] < rows["ours_step"]["padding_fraction"]
     assert all(r["audio_s_per_s"] > 0 for r in rows.values())

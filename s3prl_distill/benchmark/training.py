@@ -29,7 +29,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from s3prl_distill.benchmark.inference import SAMPLE_RATE, make_batch
+from s3prl_distill.benchmark.inference import SAMPLE_RATE
 from s3prl_distill.benchmark.timing import machine_info, peak_rss_delta_mb, time_interleaved
 
 logger = logging.getLogger(__name__)
@@ -126,7 +126,7 @@ def run_training_bench(tiny: bool = False, quick: bool = False, steps: Optional[
     """Measure the training steps; returns ``{"rows": [...], "machine": ..., "notes": [...]}``.
 
     Rows: ``model`` (``s3prl_distiller_step``, ``ours_step``, ``ours_step+cache``,
-    ``ours_step+bucketing``), ``audio_s_per_s``, ``ratio_vs_s3prl``, ``ms_per_step``,
+    ``ours_step+bucketing``, ``ours_step+bucketing+cache``), ``audio_s_per_s``, ``ratio_vs_s3prl``, ``ms_per_step``,
     ``peak_mb``, ``padding_fraction``.
     """
     from s3prl_distill.benchmark.candidates import TINY_S3PRL
@@ -154,61 +154,66 @@ def run_training_bench(tiny: bool = False, quick: bool = False, steps: Optional[
     task = DistillationTask(student, teacher, loss).train()
 
     pool = _pool(quick, tiny)
+    gen = torch.Generator().manual_seed(seed)
+    utterances = [0.1 * torch.randn(int(d * SAMPLE_RATE), generator=gen) for d in pool]
+    ids = [f"utt{j}" for j in range(len(pool))]
     half = len(pool) // 2
-    mixed = pool[:half], pool[half:]  # as the data comes: long and short utterances mixed
-    ordered = sorted(pool, reverse=True)
-    bucketed = ordered[:half], ordered[half:]
-    batches = {name: [make_batch(d, seed=seed + i) for i, d in enumerate(pair)]
-               for name, pair in (("mixed", mixed), ("bucketed", bucketed))}
+    # as the data comes (long and short utterances mixed) vs length-bucketed (same audio)
+    layouts = {
+        "mixed": [list(range(half)), list(range(half, len(pool)))],
+        "bucketed": [sorted(range(len(pool)), key=lambda j: -pool[j])[:half],
+                     sorted(range(len(pool)), key=lambda j: -pool[j])[half:]],
+    }
+
+    def assemble(indices: List[int]) -> Tuple[Tensor, Tensor]:
+        lengths = torch.tensor([utterances[j].numel() for j in indices], dtype=torch.long)
+        wavs = torch.zeros(len(indices), int(lengths.max()))
+        for row, j in enumerate(indices):
+            wavs[row, : utterances[j].numel()] = utterances[j]
+        return wavs, lengths
+
+    batches = {name: [assemble(idx) for idx in layout] for name, layout in layouts.items()}
+    variants = {  # row -> (batch layout, cached targets)
+        "s3prl_distiller_step": ("mixed", False),
+        "ours_step": ("mixed", False),
+        "ours_step+cache": ("mixed", True),
+        "ours_step+bucketing": ("bucketed", False),
+        "ours_step+bucketing+cache": ("bucketed", True),
+    }
 
     with tempfile.TemporaryDirectory(prefix="s3prl_distill_cache_") as folder:
-        # the cache holds the teacher targets of every utterance, keyed by utterance id
+        # every utterance's teacher targets, computed once (as for epochs 2, 3, ...)
         cache_path = os.path.join(folder, "teacher_cache")
-        ids, wav_list = [], []
-        for b, (wavs, lengths) in enumerate(batches["mixed"]):
-            for i in range(wavs.shape[0]):
-                ids.append(f"b{b}u{i}")
-                wav_list.append(wavs[i, : int(lengths[i])])
-        write_teacher_cache(cache_path, teacher, ids, wav_list, student.target_layers, batch_size=2)
+        write_teacher_cache(cache_path, teacher, ids, utterances, student.target_layers, batch_size=2)
         cache = TeacherCache(cache_path)
-
-        def cached_targets_for(b: int):
-            keys = [f"b{b}u{i}" for i in range(batches["mixed"][b][0].shape[0])]
-            return lambda wavs, lengths: cache.batch_targets(keys)
-
         s3prl_step = s3prl_distiller_step(distiller, teacher_model, s3prl_opt, config)
-        ours = _our_step(task, our_opt)
-        calls: Dict[str, Callable[[], Any]] = {}
 
-        def rotate(step, which: str, cached: bool = False):
+        def make_call(name: str):
+            layout, cached = variants[name]
             state = {"i": 0}
 
             def call():
-                b = state["i"] % len(batches[which])
+                b = state["i"] % len(batches[layout])
                 state["i"] += 1
-                wavs, lengths = batches[which][b]
-                if cached:
-                    return _our_step(task, our_opt, cached_targets_for(b))(wavs, lengths)
-                return step(wavs, lengths)
+                wavs, lengths = batches[layout][b]
+                if name == "s3prl_distiller_step":
+                    return s3prl_step(wavs, lengths)
+                keys = [ids[j] for j in layouts[layout][b]]
+                targets_fn = (lambda w, l: cache.batch_targets(keys)) if cached else None
+                return _our_step(task, our_opt, targets_fn)(wavs, lengths)
 
             return call
 
-        calls["s3prl_distiller_step"] = rotate(s3prl_step, "mixed")
-        calls["ours_step"] = rotate(ours, "mixed")
-        calls["ours_step+cache"] = rotate(ours, "mixed", cached=True)
-        calls["ours_step+bucketing"] = rotate(ours, "bucketed")
+        calls: Dict[str, Callable[[], Any]] = {name: make_call(name) for name in variants}
         timings = time_interleaved(calls, warmup=1, repeats=steps)
         peaks = {name: peak_rss_delta_mb(call) for name, call in calls.items()}
         cache_info = cache.describe()
 
-    audio = {name: sum(float(l.sum()) / SAMPLE_RATE for _, l in batches[which]) / len(batches[which])
-             for name, which in (("s3prl_distiller_step", "mixed"), ("ours_step", "mixed"),
-                                 ("ours_step+cache", "mixed"), ("ours_step+bucketing", "bucketed"))}
-    padding = {}
-    for name, which in (("s3prl_distiller_step", "mixed"), ("ours_step", "mixed"),
-                        ("ours_step+cache", "mixed"), ("ours_step+bucketing", "bucketed")):
-        total = sum(w.numel() for w, _ in batches[which])
-        valid = sum(int(l.sum()) for _, l in batches[which])
+    audio, padding = {}, {}
+    for name, (layout, _) in variants.items():
+        audio[name] = sum(float(l.sum()) / SAMPLE_RATE for _, l in batches[layout]) / len(batches[layout])
+        total = sum(w.numel() for w, _ in batches[layout])
+        valid = sum(int(l.sum()) for _, l in batches[layout])
         padding[name] = round(1.0 - valid / total, 3)
     rows = []
     base = audio["s3prl_distiller_step"] / (timings["s3prl_distiller_step"].median_ms / 1e3)
