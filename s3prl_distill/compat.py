@@ -225,7 +225,7 @@ def ta_load(uri, frame_offset: int = 0, num_frames: int = -1, normalize: bool = 
     source = os.fspath(uri) if isinstance(uri, os.PathLike) else uri
     if isinstance(source, str) and not os.path.isfile(source):
         raise RuntimeError(f"{source}: audio file not found")
-    dtype = "float32"
+    dtype, subtype = "float32", None
     if not normalize:
         try:
             subtype = sf.info(source).subtype
@@ -240,6 +240,8 @@ def ta_load(uri, frame_offset: int = 0, num_frames: int = -1, normalize: bool = 
     except Exception as err:
         raise _sf_open_error(uri, err) from err
     wav = torch.from_numpy(data.copy())  # [S, C]
+    if not normalize and subtype == "PCM_U8":  # unsigned 8-bit comes back as uint8, as before
+        wav = (wav.to(torch.int32) // 256 + 128).to(torch.uint8)
     return (wav.t().contiguous() if channels_first else wav), int(sr)
 
 

@@ -99,6 +99,17 @@ def test_load_save_info_round_trip(tmp_path):
     assert torch.equal(torchaudio.load(str(tmp_path / "i16.wav"), normalize=False)[0], raw)
 
 
+def test_unsigned_8_bit_round_trip(tmp_path):
+    x = torch.tensor([[0, 1, 127, 128, 200, 255]], dtype=torch.uint8)
+    torchaudio.save(str(tmp_path / "u8.wav"), x, 8000)
+    info = torchaudio.info(str(tmp_path / "u8.wav"))
+    assert (info.encoding, info.bits_per_sample) == ("PCM_U", 8)
+    raw, _ = torchaudio.load(str(tmp_path / "u8.wav"), normalize=False)
+    assert raw.dtype == torch.uint8 and torch.equal(raw, x)
+    wav, _ = torchaudio.load(str(tmp_path / "u8.wav"))
+    assert torch.allclose(wav, (x.float() - 128) / 128)
+
+
 def test_load_file_object_and_errors(tmp_path):
     path = write_wave(tmp_path / "a.wav", seconds=0.1)
     with open(path, "rb") as handle:
