@@ -243,3 +243,35 @@ def _tiny_student(cfg):
         )
     except Exception as err:
         raise ValueError(f"cannot shrink student config for a tiny run: {err}") from err
+
+
+def embedded_teacher_candidate(config_dir: str, pattern: str = "whisper_tiny_*.yaml") -> Optional[Candidate]:
+    """The teacher of the embedded-teacher students (Whisper tiny.en encoder), for context.
+
+    Built from the ``teacher:`` section of the first YAML matching ``pattern``; ``None`` (with a
+    warning) when there is none or it cannot be built (e.g. the weights package is absent).
+    """
+    paths = sorted(glob.glob(os.path.join(config_dir, pattern)))
+    if not paths:
+        return None
+    try:
+        from s3prl_distill.distill.config import DistillConfig
+        from s3prl_distill.teachers import build_teacher
+
+        teacher = build_teacher(DistillConfig.from_yaml(paths[0]).teacher)
+    except Exception as err:  # context row only: report and go on
+        logger.warning("%s: cannot build the embedded teacher (%s): skipped", paths[0], err)
+        return None
+
+    def run(wavs: Tensor, lengths: Tensor):
+        return teacher(wavs, lengths)
+
+    def hidden(wavs: Tensor, lengths: Tensor):
+        out = teacher(wavs, lengths)
+        return out.hidden_states, out.lengths
+
+    params = count_params(teacher)
+    return Candidate(
+        "whisper_tiny_teacher", run, params, params, "reference", module=teacher, hidden=hidden,
+        note=f"teacher of {os.path.basename(pattern)} students ({os.path.relpath(paths[0])})",
+    )

@@ -90,6 +90,10 @@ def run(args: argparse.Namespace) -> int:
         patterns = [p.strip() for p in args.models.split(",") if p.strip()]
         if os.path.isdir(config_dir):
             candidates += cands.config_candidates(config_dir, patterns, tiny=args.tiny_models)
+            if not args.tiny_models and any(c.name.startswith("whisper_tiny") for c in candidates):
+                embedded = cands.embedded_teacher_candidate(config_dir)
+                if embedded is not None:
+                    candidates.append(embedded)
         else:
             logger.warning("no model YAML folder at %s: only the teacher and S3PRL's distiller", config_dir)
         variants = [v.strip() for v in args.variants.split(",") if v.strip()]
