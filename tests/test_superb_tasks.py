@@ -150,22 +150,37 @@ def test_sid(tmp_path, upstream):
     assert "predict/sid_public/predict.txt" in archive.namelist()
 
 
-def test_er_two_folds(tmp_path, upstream):
+def run_recipe(task: str, tmp_path, upstream, timeout: int = 400, **env_vars: str):
+    """``bash downstream_recipes/<task>/run.sh`` with tiny settings; returns the completed process."""
+    import os
+    import subprocess
+    import sys
+
+    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHON=sys.executable, DEVICE="cpu",
+               UPSTREAM=upstream[1], UPSTREAM_CKPT=upstream[3],
+               EXP_ROOT=str(tmp_path / "result"), **env_vars)
+    proc = subprocess.run(["bash", str(RECIPES / task / "run.sh")], cwd=tmp_path, env=env,
+                          capture_output=True, text=True, timeout=timeout)
+    assert proc.returncode == 0, (proc.stdout + proc.stderr)[-4000:]
+    return proc
+
+
+def test_er_recipe_two_folds(tmp_path, upstream):
+    """er/run.sh: one training per fold (test session held out), mean accuracy, per-fold files."""
     corpus = make_iemocap(tmp_path)
-    prepare.prepare_er(corpus["root"], tmp_path / "meta_data")
+    proc = run_recipe("er", tmp_path, upstream, IEMOCAP=str(corpus["root"]), EXP_NAME="er",
+                      FOLDS="fold1 fold2",
+                      EXTRA_OVERRIDE=overrides(*RUNNER_FAST,
+                                               "config.downstream_expert.datarc.num_workers=0",
+                                               "config.downstream_expert.datarc.train_batch_size=2"))
+    assert re.search(r"ER mean test accuracy over 2 folds: [01]\.\d{4}", proc.stdout), proc.stdout
     expdirs = {}
-    for fold in ("fold1", "fold2"):
-        exp = tmp_path / f"exp_{fold}"
-        train("er", "emotion", exp, upstream,
-              f"config.downstream_expert.datarc.root={corpus['root']}",
-              f"config.downstream_expert.datarc.meta_data={tmp_path / 'meta_data'}",
-              f"config.downstream_expert.datarc.test_fold={fold}",
-              "config.downstream_expert.datarc.num_workers=0",
-              "config.downstream_expert.datarc.train_batch_size=2", cwd=tmp_path)
-        evaluate(best_dev_checkpoint(exp), "test", tmp_path)
-        rows = (exp / f"test_{fold}_predict.txt").read_text().splitlines()
+    for k in (1, 2):
+        exp = tmp_path / "result" / f"er_fold{k}"
+        rows = (exp / f"test_fold{k}_predict.txt").read_text().splitlines()
         assert len(rows) == 5  # 6 utterances per session, one 'fru' dropped
-        expdirs[f"er_{fold}"] = exp
+        assert all(row.split()[0].startswith(f"Ses0{k}F_impro01_") for row in rows)
+        expdirs[f"er_fold{k}"] = exp
     archive = submit(tmp_path, **expdirs)
     assert {"predict/er_fold1_public/predict.txt", "predict/er_fold2_public/predict.txt"} <= set(
         archive.namelist())
@@ -206,23 +221,15 @@ echo "actTWV: 0.0000 maxTWV: $twv Threshold: 2.0" > "$1/score.out"
 
 def test_qbe_recipe_layer_sweep(tmp_path, upstream):
     """qbe/run.sh: every layer on dev, scored, the best dev layer run on eval (the submission)."""
-    import os
-    import subprocess
-    import sys
-
     corpus = make_quesst14(tmp_path)
     scorer = corpus["root"] / "scoring" / "score-TWV-Cnxe.sh"
     scorer.write_text(FAKE_QUESST_SCORER)
     scorer.chmod(0o755)
     (corpus["root"] / "scoring" / "groundtruth_quesst14_dev").mkdir()
-    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHON=sys.executable, DEVICE="cpu",
-               QUESST14=str(corpus["root"]), NUM_LAYERS="3", UPSTREAM=upstream[1],
-               UPSTREAM_CKPT=upstream[3], EXP_ROOT=str(tmp_path / "result"), EXP_NAME="qbe",
-               EXTRA_OVERRIDE=overrides("config.downstream_expert.datarc.num_workers=0",
-                                        "config.downstream_expert.max_workers=1"))
-    proc = subprocess.run(["bash", str(RECIPES / "qbe" / "run.sh")], cwd=tmp_path, env=env,
-                          capture_output=True, text=True, timeout=400)
-    assert proc.returncode == 0, (proc.stdout + proc.stderr)[-4000:]
+    proc = run_recipe("qbe", tmp_path, upstream, QUESST14=str(corpus["root"]), NUM_LAYERS="3",
+                      EXP_NAME="qbe",
+                      EXTRA_OVERRIDE=overrides("config.downstream_expert.datarc.num_workers=0",
+                                               "config.downstream_expert.max_workers=1"))
     assert "best layer on dev: 1" in proc.stdout
     result = tmp_path / "result"
     assert sorted(p.name for p in result.iterdir()) == ["qbe_0_dev", "qbe_1_dev", "qbe_1_test",
@@ -233,27 +240,24 @@ def test_qbe_recipe_layer_sweep(tmp_path, upstream):
     assert "predict/qbe_public/benchmark.stdlist.xml" in archive.namelist()
 
 
-def test_asv_checkpoint_sweep(tmp_path, upstream):
+def test_asv_recipe_checkpoint_sweep(tmp_path, upstream):
+    """asv/run.sh: train, then every saved checkpoint on the test trials, best EER kept."""
     corpus = make_voxceleb1(tmp_path)
-    prep = prepare.prepare_asv(corpus["root"], corpus["trials"], tmp_path / "prep")
-    exp = tmp_path / "exp"
-    trials = prep["trials"]
-    train("asv", "sv_voxceleb1", exp, upstream,
-          f"config.downstream_expert.datarc.file_path={corpus['root']}",
-          f"config.downstream_expert.datarc.train_meta_data={trials}",
-          f"config.downstream_expert.datarc.dev_meta_data={trials}",
-          f"config.downstream_expert.datarc.test_meta_data={trials}",
-          "config.downstream_expert.datarc.num_workers=0",
-          "config.downstream_expert.datarc.train_batch_size=2",
-          "config.downstream_expert.modelrc.input_dim=8",
-          "config.downstream_expert.modelrc.module_config.XVector.agg_dim=8", cwd=tmp_path)
-    ckpts = sorted(exp.glob("states-*.ckpt"))
-    assert [c.name for c in ckpts] == ["states-2.ckpt", "states-4.ckpt"]
-    from s3prl_distill.superb import asv_sweep
-
-    best = asv_sweep.sweep(exp, runner=lambda args: run_downstream(args, tmp_path))
-    assert best.checkpoint.name in {"states-2.ckpt", "states-4.ckpt"}
-    assert 0.0 <= best.eer <= 1.0
+    proc = run_recipe("asv", tmp_path, upstream, timeout=500, VOXCELEB1=str(corpus["root"]),
+                      TRIALS=str(corpus["trials"]), EXP_NAME="asv",
+                      EXTRA_OVERRIDE=overrides(
+                          *RUNNER_FAST, "config.downstream_expert.datarc.num_workers=0",
+                          "config.downstream_expert.datarc.train_batch_size=2",
+                          "config.downstream_expert.modelrc.input_dim=8",
+                          "config.downstream_expert.modelrc.module_config.XVector.agg_dim=8"))
+    exp = tmp_path / "result" / "asv"
+    assert "2 checkpoints evaluated; best states-" in proc.stdout
+    report = (exp / "report.txt").read_text().splitlines()
+    assert sorted(line.split()[0] for line in report) == ["states-2.ckpt", "states-4.ckpt"]
+    best = report[-1].split()[0]
+    assert all(0.0 <= float(line.split()[1]) <= 1.0 for line in report)
+    assert (exp / "test_predict.txt").read_text() == (
+        exp / best.replace(".ckpt", "") / "test_predict.txt").read_text()
     assert len((exp / "test_predict.txt").read_text().splitlines()) == 4
     archive = submit(tmp_path, asv=exp)
     assert "predict/sv_public/predict.txt" in archive.namelist()
@@ -288,26 +292,3 @@ def test_sd(tmp_path, sd_upstream):
     archive = submit(tmp_path, sd=exp)
     assert {"predict/sd_public/test_mix0.h5", "predict/sd_public/test_mix1.h5"} <= set(
         archive.namelist())
-
-
-def test_ic_recipe_script_end_to_end(tmp_path):
-    """downstream_recipes/ic/run.sh (common.sh: prepare, train, best-dev evaluation) as users run it."""
-    import os
-    import subprocess
-    import sys
-
-    corpus = make_fluent_commands(tmp_path)
-    ckpt = make_student_checkpoint(tmp_path / "student.ckpt")
-    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHON=sys.executable, DEVICE="cpu",
-               FSC_ROOT=str(corpus["root"]), UPSTREAM="distill_student_local",
-               UPSTREAM_CKPT=str(ckpt), EXP_ROOT=str(tmp_path / "result"), EXP_NAME="ic_tiny",
-               EXTRA_OVERRIDE=overrides(*RUNNER_FAST,
-                                        "config.downstream_expert.datarc.num_workers=0",
-                                        "config.downstream_expert.datarc.train_batch_size=2",
-                                        "config.downstream_expert.datarc.eval_batch_size=2"))
-    proc = subprocess.run(["bash", str(RECIPES / "ic" / "run.sh")], cwd=tmp_path, env=env,
-                          capture_output=True, text=True, timeout=300)
-    assert proc.returncode == 0, (proc.stdout + proc.stderr)[-4000:]
-    exp = tmp_path / "result" / "ic_tiny"
-    assert "test acc" in (exp / "test.result").read_text()
-    assert len((exp / "test_predict.csv").read_text().splitlines()) == 6
