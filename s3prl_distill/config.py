@@ -10,7 +10,7 @@ from plain YAML data, checking that
 
 and then calls the dataclass's ``validate()`` method, if any, for cross-field rules (impossible
 shapes). Errors are :class:`ConfigError` with a location such as
-``upstream_configs/fithubert.yaml: student.encoder.num_heads``. Nothing is ever ``eval()``-ed.
+``upstream_configs/fithubert.yaml: student.encoder.num_heads``. Config strings are parsed, never evaluated as code.
 
 Example:
     >>> from dataclasses import dataclass
