@@ -8,10 +8,10 @@ import pytest
 import torch
 
 import s3prl_distill  # noqa: F401
-from s3prl_distill.benchmark.candidates import Candidate, teacher_candidate
+from s3prl_distill.benchmark.candidates import Candidate
 from s3prl_distill.benchmark.inference import InputSetting, make_batch, run_inference_bench
 from s3prl_distill.benchmark.report import (
-    Target, default_targets, evaluate_targets, format_table, format_targets, rows_to_json,
+    default_targets, evaluate_targets, format_table, format_targets, rows_to_json,
 )
 from s3prl_distill.benchmark.timing import machine_info, peak_rss_delta_mb, time_interleaved
 from s3prl_distill.cli import main
