@@ -63,7 +63,7 @@ class DemoConfig:
 DEMO_PRESETS: Dict[str, DemoConfig] = {
     "full": DemoConfig(corpus=PRESETS["full"], distill_steps=400, batch_size=8, crop_seconds=3.0,
                        lr=1.5e-3),
-    "quick": DemoConfig(corpus=PRESETS["quick"], distill_steps=100, batch_size=8,
+    "quick": DemoConfig(corpus=PRESETS["quick"], distill_steps=60, batch_size=8,
                         crop_seconds=2.0, lr=2.0e-3, timing_repeats=3),
 }
 
