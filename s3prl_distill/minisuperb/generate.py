@@ -57,7 +57,7 @@ class CorpusConfig:
     ic_train_speakers: int = 40
     ic_dev_speakers: int = 8
     ic_test_speakers: int = 12
-    ic_utts_per_speaker: int = 16
+    ic_utts_per_speaker: int = 12
     sid_speakers: int = 24
     sid_train_utts: int = 10         # per speaker (from 2 sessions)
     sid_dev_utts: int = 3            # per speaker (third session)
@@ -65,7 +65,7 @@ class CorpusConfig:
     pr_train_speakers: int = 40
     pr_dev_speakers: int = 8
     pr_test_speakers: int = 12
-    pr_utts_per_speaker: int = 8
+    pr_utts_per_speaker: int = 6
     snr_db: Tuple[float, float] = (15.0, 40.0)
 
     def validate(self) -> None:
