@@ -3,8 +3,9 @@
 For each input setting (batch 1 at 2 s / 10 s / 30 s and a padded batch of mixed lengths) all
 candidates are timed interleaved (:func:`~s3prl_distill.benchmark.timing.time_interleaved`) after a
 warm-up; each median is reported with its ratio to the teacher's median of the *same* setting.
-MACs are counted on the 10 s input (:mod:`s3prl_distill.macs`); their ratio to the teacher's is the
-arithmetic limit of the speed-up.
+MACs are counted on the 10 s input (or the first setting run when 10 s is not; ``macs_setting``
+says which) (:mod:`s3prl_distill.macs`); their ratio to the teacher's is the arithmetic limit of
+the speed-up.
 """
 
 from __future__ import annotations
@@ -134,6 +135,7 @@ def run_inference_bench(
     wavs, lengths = make_batch(ten.durations)
     if macs:
         for cand in candidates:
+            rows[cand.name]["macs_setting"] = ten.key
             if cand.meta.get("macs_from") not in rows:  # variants share their base's arithmetic
                 rows[cand.name]["macs"] = count_macs_fn(lambda: cand.run(wavs, lengths)).total
         for cand in candidates:

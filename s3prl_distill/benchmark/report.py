@@ -49,7 +49,9 @@ def evaluate_targets(rows: Sequence[Dict[str, Any]], targets: Sequence[Target]) 
         if cand is None or base is None:
             continue
         key = f"ms_{target.setting}"
-        ratio = base[key] / cand[key] if cand.get(key) else float("nan")
+        if not cand.get(key) or not base.get(key):
+            continue  # that input setting was not run
+        ratio = base[key] / cand[key]
         mac_ratio = (
             base["macs"] / cand["macs"] if cand.get("macs") and base.get("macs") else None
         )
@@ -85,7 +87,8 @@ def _fmt(value: Any, kind: str) -> str:
 
 def format_table(rows: Sequence[Dict[str, Any]], setting_keys: Sequence[str], setting_labels: Dict[str, str]) -> str:
     """A plain-text table: one row per model, times as ``ms (ratio to teacher)``."""
-    header = ["model", "params", "+heads", "MACs@10s", "MAC x"]
+    macs_at = next((r.get("macs_setting") for r in rows if r.get("macs_setting")), "10s")
+    header = ["model", "params", "+heads", f"MACs@{macs_at}", "MAC x"]
     for key in setting_keys:
         header.append(setting_labels.get(key, key) + " ms (x)")
     header += ["peak MB", "mem x"]

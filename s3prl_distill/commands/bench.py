@@ -110,7 +110,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"# s3prl-distill bench ({'quick smoke run' if args.quick else 'inference'})")
         print(result.machine.describe())
         print(f"timing: interleaved, warm-up {result.warmup}, median of {result.repeats} repeats; "
-              f"ratios = teacher time / model time (> 1 is faster); MACs on the 10 s input")
+              f"ratios = teacher time / model time (> 1 is faster); MACs on the 10 s input (else the first setting)")
         print(format_table(result.rows, [s.key for s in settings], {s.key: s.label for s in settings}))
         print(PAPER_NOTES)
         if targets:
