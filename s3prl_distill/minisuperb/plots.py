@@ -86,11 +86,12 @@ def plot_loss_curves(curves: Mapping[str, Mapping[str, Sequence[Tuple[int, float
     """``curves[student][tag] = [(step, value)]`` -> one panel per student (log-scale y)."""
     plt = _pyplot()
     names = [n for n in curves if curves[n]]
+    not_losses = {"lr", "frames", "gradient-norm", "audio-seconds-per-second"}
     fig, axes = plt.subplots(1, max(1, len(names)), figsize=(5 * max(1, len(names)), 3.4),
                              squeeze=False)
     for ax, name in zip(axes[0], names):
         for tag, points in sorted(curves[name].items()):
-            if not points:
+            if not points or tag in not_losses:
                 continue
             steps, values = zip(*points)
             ax.plot(steps, values, label=tag, linewidth=2 if tag == "loss" else 1)
