@@ -147,6 +147,16 @@ def _reset_peak_rss() -> bool:
         return False
 
 
+def _release_free_heap() -> None:
+    """Give freed heap memory back to the OS (glibc ``malloc_trim``), so a later peak is seen."""
+    try:
+        import ctypes
+
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):
+        pass
+
+
 def peak_rss_delta_mb(fn: Callable[[], Any]) -> Optional[float]:
     """Peak resident memory added while ``fn()`` runs, in MiB (Linux; ``None`` elsewhere).
 
@@ -154,6 +164,7 @@ def peak_rss_delta_mb(fn: Callable[[], Any]) -> Optional[float]:
     the call needed at its peak (activations, workspaces), not the model weights already loaded.
     """
     gc.collect()
+    _release_free_heap()  # else memory freed by earlier calls is reused unseen
     if not _reset_peak_rss():
         return None
     before = _status_kb("VmRSS")
