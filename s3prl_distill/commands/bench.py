@@ -112,6 +112,9 @@ def run(args: argparse.Namespace) -> int:
         print(f"timing: interleaved, warm-up {result.warmup}, median of {result.repeats} repeats; "
               f"ratios = teacher time / model time (> 1 is faster); MACs on the 10 s input (else the first setting)")
         print(format_table(result.rows, [s.key for s in settings], {s.key: s.label for s in settings}))
+        if args.quick:
+            print("quick smoke run: the 10 s slot (targets, MACs) holds a 0.5 s input and 2 repeats; "
+                  "these ratios say nothing about the targets")
         print(PAPER_NOTES)
         if targets:
             print(format_targets(targets))
