@@ -17,6 +17,7 @@ from typing import Any, Dict, List
 import torch
 
 from s3prl_distill.io import atomic_write_text
+from s3prl_distill.paths import upstream_configs_dir
 
 logger = logging.getLogger(__name__)
 
@@ -29,11 +30,7 @@ PAPER_NOTES = (
 
 
 def _default_config_dir() -> str:
-    here = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-    for candidate in (os.path.join(os.getcwd(), "upstream_configs"), os.path.join(here, "upstream_configs")):
-        if os.path.isdir(candidate):
-            return candidate
-    return os.path.join(here, "upstream_configs")
+    return str(upstream_configs_dir())
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
