@@ -23,6 +23,7 @@ import torch
 
 from s3prl_distill.config import ConfigError, from_dict, to_dict
 from s3prl_distill.io import atomic_save, safe_load
+from s3prl_distill.state_dict import describe_mismatch
 from s3prl_distill.models import Student, StudentConfig, build_student
 
 logger = logging.getLogger(__name__)
@@ -143,23 +144,9 @@ def student_from_checkpoint(ckpt: Mapping[str, Any], keep_heads: Optional[bool] 
 
 
 def _load_state(student: Student, state: Dict[str, torch.Tensor], where: str) -> None:
-    own = student.state_dict()
-    missing = sorted(set(own) - set(state))
-    unexpected = sorted(set(state) - set(own))
-    wrong = [
-        f"{k}: checkpoint {tuple(state[k].shape)} vs model {tuple(own[k].shape)}"
-        for k in own
-        if k in state and tuple(state[k].shape) != tuple(own[k].shape)
-    ]
-    if missing or unexpected or wrong:
-        parts = []
-        if missing:
-            parts.append(f"missing keys {missing[:8]}{' ...' if len(missing) > 8 else ''}")
-        if unexpected:
-            parts.append(f"unexpected keys {unexpected[:8]}{' ...' if len(unexpected) > 8 else ''}")
-        if wrong:
-            parts.append(f"shape mismatches {wrong[:8]}")
-        raise CheckpointError(f"{where}: state_dict does not match its config: " + "; ".join(parts))
+    problem = describe_mismatch(student.state_dict(), state)
+    if problem:
+        raise CheckpointError(f"{where}: state_dict does not match its config: {problem}")
     student.load_state_dict(state, strict=True)
 
 

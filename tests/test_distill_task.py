@@ -115,7 +115,7 @@ def test_init_from_teacher_copies_front_end(tmp_path):
     own = task.student.state_dict()
     for key in copied:
         assert torch.equal(own[key], teacher_state[key])
-    with pytest.raises(ValueError, match="not in the student"):
+    with pytest.raises(ValueError, match="keys not in the student"):
         load_init_state(task.student, {"nope.weight": torch.zeros(1)})
     key = copied[0]
     with pytest.raises(ValueError, match=key.replace(".", r"\.")):

@@ -14,6 +14,8 @@ from typing import Dict, List
 import torch
 from torch import Tensor, nn
 
+from s3prl_distill.state_dict import describe_mismatch
+
 logger = logging.getLogger(__name__)
 
 __all__ = ["init_student_from_teacher", "load_init_state"]
@@ -26,18 +28,10 @@ def load_init_state(student: nn.Module, state: Dict[str, Tensor], where: str = "
         ValueError: a key is not a student parameter/buffer, or its shape differs.
     """
     own = student.state_dict()
-    unknown = sorted(k for k in state if k not in own)
-    if unknown:
-        raise ValueError(
-            f"{where}: cannot initialise the student: {len(unknown)} parameter(s) are not in the "
-            f"student: {unknown[:5]}{' ...' if len(unknown) > 5 else ''}"
-        )
-    for key, value in state.items():
-        if tuple(own[key].shape) != tuple(value.shape):
-            raise ValueError(
-                f"{where}: cannot initialise student parameter {key}: teacher shape "
-                f"{tuple(value.shape)}, student shape {tuple(own[key].shape)}"
-            )
+    problem = describe_mismatch(own, state, allow_missing=True, given_name="teacher",
+                                expected_name="student")
+    if problem:
+        raise ValueError(f"{where}: cannot initialise the student: {problem}")
     with torch.no_grad():
         for key, value in state.items():
             own[key].copy_(value.to(own[key].dtype))

@@ -77,19 +77,6 @@ class DistContext:
     def distributed(self) -> bool:
         return self.world_size > 1
 
-    def check_replicas_equal(self) -> None:
-        """Raise if any process's student parameters differ from rank 0's (DDP desync)."""
-        flat = torch.cat([p.detach().reshape(-1).float() for p in self.student.parameters()])
-        flat = flat.to(self._comm_device)
-        ref = flat.clone()
-        dist.broadcast(ref, src=0)
-        diff = (flat - ref).abs().max().reshape(1)
-        dist.all_reduce(diff, op=dist.ReduceOp.MAX)
-        if float(diff) > 0:
-            raise RuntimeError(f"student parameters differ across processes (max abs difference "
-                               f"{float(diff):.3g}): data-parallel replicas went out of sync")
-        logger.info("student parameters identical across %d processes", self.ctx.world_size)
-
     def close(self) -> None:
         if self.initialized_here and dist.is_initialized():
             dist.destroy_process_group()

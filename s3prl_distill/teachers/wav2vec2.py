@@ -36,6 +36,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from s3prl_distill.config import ConfigError, from_dict, to_dict
+from s3prl_distill.state_dict import describe_mismatch
 from s3prl_distill.teachers.base import Teacher, TeacherError, TeacherOutput, lengths_to_mask
 
 logger = logging.getLogger(__name__)
@@ -411,19 +412,10 @@ def teacher_from_state_dict(
     model = build_wav2vec2_model(arch, kind)
     state = normalize_state_dict_names(state)
     state = {k: v for k, v in state.items() if not k.startswith("aux.")}
-    expected = model.state_dict()
-    missing = sorted(set(expected) - set(state))
-    unexpected = sorted(set(state) - set(expected))
-    bad_shape = [
-        f"{k}: file {tuple(state[k].shape)} vs model {tuple(expected[k].shape)}"
-        for k in expected
-        if k in state and tuple(state[k].shape) != tuple(expected[k].shape)
-    ]
-    if missing or unexpected or bad_shape:
+    problem = describe_mismatch(model.state_dict(), state, given_name="file")
+    if problem:
         raise TeacherError(
-            f"{where}: weights do not match the architecture {to_dict(arch)} ({kind}): "
-            f"missing {missing[:8]}{'...' if len(missing) > 8 else ''}, unexpected "
-            f"{unexpected[:8]}{'...' if len(unexpected) > 8 else ''}, shape mismatches {bad_shape[:4]}"
+            f"{where}: weights do not match the architecture {to_dict(arch)} ({kind}): {problem}"
         )
     model.load_state_dict({k: v.float() for k, v in state.items()}, strict=True)
     return Wav2Vec2Teacher(
