@@ -61,12 +61,16 @@ class DemoConfig:
 # Sized for 2 CPU cores (estimates for an idle machine; distillation dominates: the 256-channel
 # waveform CNN of DistilHuBERT-tiny costs more than the whole Whisper tiny.en teacher). Measured
 # under a load average of ~9 (shared machine): quick with 100 updates took 44 min, of which
-# DistilHuBERT-tiny 1327 s and FitHuBERT-tiny 757 s for 100 updates of 8 x 2 s.
+# DistilHuBERT-tiny 1327 s and FitHuBERT-tiny 757 s for 100 updates of 8 x 2 s. At load ~3.5:
+# quick (60 updates, PR probe 40 epochs) 529 s: corpus 30 s, DistilHuBERT-tiny 60 s,
+# FitHuBERT-tiny 183 s, evaluation + timing 256 s (the PR CTC probes the largest part).
 DEMO_PRESETS: Dict[str, DemoConfig] = {
     "full": DemoConfig(corpus=PRESETS["full"], distill_steps=300, batch_size=8, crop_seconds=2.0,
                        lr=2.0e-3),
     "quick": DemoConfig(corpus=PRESETS["quick"], distill_steps=60, batch_size=8,
-                        crop_seconds=2.0, lr=2.0e-3, timing_repeats=3),
+                        crop_seconds=2.0, lr=2.0e-3, timing_repeats=3,
+                        probes={**DEFAULT_PROBES, "pr": ProbeConfig(epochs=25, lr=2e-2,
+                                                                     batch_size=8)}),
 }
 
 
