@@ -27,6 +27,7 @@ import torch
 
 from s3prl_distill.config import to_dict
 from s3prl_distill.io import atomic_write_text
+from s3prl_distill.paths import upstream_configs_dir
 from s3prl_distill.minisuperb.evaluate import (DEFAULT_PROBES, TASKS, ProbeConfig,
                                                evaluate_upstream, load_task)
 from s3prl_distill.minisuperb.generate import PRESETS, CorpusConfig, distill_files, generate_corpus
@@ -75,13 +76,8 @@ DEMO_PRESETS: Dict[str, DemoConfig] = {
 
 
 def default_config_dir() -> Path:
-    """``upstream_configs/`` of the current folder, else of the source checkout."""
-    here = Path(__file__).resolve().parents[2]
-    for candidate in (Path.cwd() / "upstream_configs", here / "upstream_configs"):
-        if candidate.is_dir():
-            return candidate
-    raise FileNotFoundError("upstream_configs/ not found in the current folder or beside the "
-                            f"package ({here}); pass its location (--config-dir)")
+    """``upstream_configs/`` as :func:`s3prl_distill.paths.upstream_configs_dir` finds it."""
+    return upstream_configs_dir()
 
 
 # ------------------------------------------------------------------ loss curves
