@@ -251,7 +251,7 @@ def test_asv_recipe_checkpoint_sweep(tmp_path, upstream):
                           "config.downstream_expert.modelrc.input_dim=8",
                           "config.downstream_expert.modelrc.module_config.XVector.agg_dim=8"))
     exp = tmp_path / "result" / "asv"
-    assert "2 checkpoints evaluated; best states-" in proc.stdout
+    assert "2 checkpoints evaluated; best states-" in proc.stderr  # the sweep's log line
     report = (exp / "report.txt").read_text().splitlines()
     assert sorted(line.split()[0] for line in report) == ["states-2.ckpt", "states-4.ckpt"]
     best = report[-1].split()[0]

@@ -127,8 +127,9 @@ def main(argv: Optional[List[str]] = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     best = sweep(args.expdir, runner=lambda a: default_runner(a, args.device),
                  voxceleb1=args.voxceleb1)
-    print(f"{len(checkpoints(Path(args.expdir)))} checkpoints evaluated; best {best.checkpoint.name}"
-          f" EER {best.eer:.4f}; predictions in {Path(args.expdir) / 'test_predict.txt'}")
+    logger.info("%d checkpoints evaluated; best %s EER %.4f; predictions in %s",
+                len(checkpoints(Path(args.expdir))), best.checkpoint.name, best.eer,
+                Path(args.expdir) / "test_predict.txt")
     return 0
 
 
