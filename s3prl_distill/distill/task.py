@@ -5,6 +5,7 @@ One training step of layer-wise distillation:
     wavs [B, S], wav_lengths [B]
       -> teacher (eval, torch.inference_mode, never in the autograd graph)
          hidden_states[k] [B, T_t, D_t] for every k in student.target_layers
+         (or the same targets given precomputed, e.g. from a teacher-feature cache)
       -> student (with heads) predictions[j] [B, T_s, D_t], prediction_lengths [B]
       -> align: T = min(T_s, T_t); valid frames = min(student length, teacher length)
       -> loss(predictions, targets, mask [B, T]) -> (total, terms)
@@ -21,7 +22,7 @@ from __future__ import annotations
 
 import inspect
 import logging
-from typing import Dict, List, Tuple
+from typing import Dict, List, Optional, Tuple
 
 import torch
 from torch import Tensor, nn
@@ -86,7 +87,7 @@ class DistillationTask(nn.Module):
         loss: ``loss(predictions, targets, mask) -> (total, terms)``.
         max_frame_diff: see :func:`align_to_shorter`.
 
-    ``forward(wavs [B, S], wav_lengths [B]) -> (loss [], records)``: ``records`` maps every loss
+    ``forward(wavs [B, S], wav_lengths [B], targets=None) -> (loss [], records)``: ``records`` maps every loss
     term (``l1/layer4``, ...) to a detached scalar and adds ``frames`` (valid frames in the batch,
     used to weight data-parallel averages).
     """
@@ -141,9 +142,33 @@ class DistillationTask(nn.Module):
         targets = [t.clone() if t.is_inference() else t for t in targets]
         return targets, lengths.clone() if lengths.is_inference() else lengths
 
-    def forward(self, wavs: Tensor, wav_lengths: Tensor) -> Tuple[Tensor, Dict[str, Tensor]]:
-        """wavs [B, S] float 16 kHz, wav_lengths [B] -> (loss [], records {name: scalar})."""
-        targets, target_lengths = self.teacher_targets(wavs, wav_lengths)
+    def _check_targets(self, targets: Tuple[List[Tensor], Tensor], batch: int
+                       ) -> Tuple[List[Tensor], Tensor]:
+        """Validate given targets: J tensors [B, T, D] and lengths [B] (B = ``batch``)."""
+        states, lengths = targets
+        states = list(states)
+        if len(states) != len(self.target_layers):
+            raise ValueError(f"got {len(states)} target tensors for {len(self.target_layers)} "
+                             f"target layers {self.target_layers}")
+        bad = [tuple(t.shape) for t in states if t.dim() != 3 or t.shape[0] != batch]
+        if bad or lengths.shape != (batch,):
+            raise ValueError(f"targets must be [B={batch}, T, D] with lengths [B]; got "
+                             f"{[tuple(t.shape) for t in states]} and lengths {tuple(lengths.shape)}")
+        return states, lengths
+
+    def forward(self, wavs: Tensor, wav_lengths: Tensor,
+                targets: Optional[Tuple[List[Tensor], Tensor]] = None) -> Tuple[Tensor, Dict[str, Tensor]]:
+        """wavs [B, S] float 16 kHz, wav_lengths [B] -> (loss [], records {name: scalar}).
+
+        Args:
+            targets: precomputed teacher targets ``(J x [B, T_t, D_t], lengths [B])`` in
+                ``target_layers`` order, as :meth:`teacher_targets` returns them (e.g. read from a
+                teacher-feature cache); the teacher is then not run. ``None``: run the teacher.
+        """
+        if targets is None:
+            targets, target_lengths = self.teacher_targets(wavs, wav_lengths)
+        else:
+            targets, target_lengths = self._check_targets(targets, wavs.shape[0])
         if self._pass_target_frames:
             out = self.student(wavs, wav_lengths, with_heads=True, target_frames=targets[0].shape[1])
         else:

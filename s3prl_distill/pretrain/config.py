@@ -60,6 +60,13 @@ class DataConfig:
         on_resample: other sample rates are resampled with a warning (``warn``) or are bad files
             (``error``).
         on_multichannel: multi-channel files are averaged (``mix``) or are bad files (``error``).
+        teacher_cache: folder of an on-disk cache of the teacher's target states
+            (:mod:`s3prl_distill.pretrain.teacher_cache`); built at the start of the run unless it
+            already holds this teacher's states for these layers and utterances, then read
+            instead of running the teacher (null: off, the teacher runs every step). Needs the
+            utterances fed whole: ``crop_seconds`` 0 or not shorter than the longest utterance.
+        teacher_cache_dtype: storage type of the cached states (float16: half the disk, about
+            1e-3 relative difference from the live targets; float32: exact).
     """
 
     train_batch_size: int = 24
@@ -81,6 +88,8 @@ class DataConfig:
     bad_files: Literal["skip", "error"] = "skip"
     on_resample: Literal["warn", "error"] = "warn"
     on_multichannel: Literal["mix", "error"] = "error"
+    teacher_cache: Optional[str] = None
+    teacher_cache_dtype: Literal["float16", "bfloat16", "float32"] = "float16"
 
     def validate(self) -> None:
         given = [k for k in ("libri_root", "audio_dir", "file_list") if getattr(self, k)]
@@ -100,6 +109,27 @@ class DataConfig:
                 raise ConfigError(f"{key}: expected >= 0, got {getattr(self, key)}")
         if self.sample_rate <= 0:
             raise ConfigError(f"sample_rate: expected > 0, got {self.sample_rate}")
+        if self.teacher_cache is not None and not self.teacher_cache.strip():
+            raise ConfigError("teacher_cache: expected a folder path or null (off), got an empty string")
+
+    def check_cache_crop(self, longest_samples: int) -> None:
+        """With ``teacher_cache`` on, raise unless every utterance is fed whole.
+
+        Args:
+            longest_samples: samples of the longest utterance of the source (after resampling).
+
+        Raises:
+            ConfigError: naming ``crop_seconds`` when a random crop could cut an utterance.
+        """
+        crop = int(round(self.crop_seconds * self.sample_rate))
+        if self.teacher_cache and crop and crop < longest_samples:
+            raise ConfigError(
+                f"crop_seconds: {self.crop_seconds} s random crops cannot be used with teacher_cache "
+                f"(the longest utterance has {longest_samples / self.sample_rate:.2f} s): cached "
+                "targets are only valid for the exact audio they were computed from, and a random "
+                "crop feeds a different part each epoch; set crop_seconds: 0 (or split long files, "
+                "or use max_seconds to leave them out), or teacher_cache: null"
+            )
 
     @property
     def source_kind(self) -> str:

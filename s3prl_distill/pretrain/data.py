@@ -39,6 +39,7 @@ __all__ = [
     "DataError",
     "IndexEntry",
     "list_source",
+    "source_root",
     "build_length_index",
     "read_length_index",
     "default_index_path",
@@ -92,8 +93,8 @@ def list_source(datarc) -> Tuple[str, List[str]]:
         DataError: a missing folder, subset or list file, or a source without audio files.
     """
     kind = datarc.source_kind
+    root = source_root(datarc)
     if kind == "librispeech":
-        root = os.path.abspath(datarc.libri_root)
         if not os.path.isdir(root):
             raise DataError(f"libri_root {root}: folder not found")
         paths: List[str] = []
@@ -109,7 +110,6 @@ def list_source(datarc) -> Tuple[str, List[str]]:
                 raise DataError(f"LibriSpeech subset {subset}: no {datarc.extensions} files")
             paths.extend(found)
     elif kind == "folder":
-        root = os.path.abspath(datarc.audio_dir)
         if not os.path.isdir(root):
             raise DataError(f"audio_dir {root}: folder not found")
         paths = _walk_audio(root, datarc.extensions)
@@ -117,7 +117,6 @@ def list_source(datarc) -> Tuple[str, List[str]]:
         list_path = os.path.abspath(datarc.file_list)
         if not os.path.isfile(list_path):
             raise DataError(f"file_list {list_path}: file not found")
-        root = os.path.dirname(list_path)
         paths = []
         with open(list_path, "r", encoding="utf-8") as handle:
             for line in handle:
@@ -129,6 +128,16 @@ def list_source(datarc) -> Tuple[str, List[str]]:
     if not paths:
         raise DataError(f"{kind} source {root}: no audio files found (extensions {datarc.extensions})")
     return root, paths
+
+
+def source_root(datarc) -> str:
+    """The folder that paths of ``datarc``'s source are relative to (absolute): ``libri_root``,
+    ``audio_dir``, or the folder of ``file_list``."""
+    if datarc.source_kind == "librispeech":
+        return os.path.abspath(datarc.libri_root)
+    if datarc.source_kind == "folder":
+        return os.path.abspath(datarc.audio_dir)
+    return os.path.dirname(os.path.abspath(datarc.file_list))
 
 
 def default_index_path(datarc) -> str:

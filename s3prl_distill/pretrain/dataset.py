@@ -18,6 +18,7 @@ any number of DataLoader workers crop exactly as an uninterrupted single-worker 
 from __future__ import annotations
 
 import logging
+import os
 from dataclasses import dataclass
 from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
@@ -26,7 +27,7 @@ from torch import Tensor
 from torch.utils.data import Dataset
 
 from s3prl_distill.audio import AudioError, crop, pad_batch, read_audio
-from s3prl_distill.pretrain.data import DataError, IndexEntry, build_length_index
+from s3prl_distill.pretrain.data import DataError, IndexEntry, build_length_index, source_root
 
 logger = logging.getLogger(__name__)
 
@@ -76,11 +77,14 @@ class DistillDataset(Dataset):
 
     Attributes:
         lengths (List[int]): samples per item after resampling and cropping (for bucketing).
+        full_lengths (List[int]): samples per item after resampling, before cropping.
         paths (List[str]): absolute paths.
+        ids (List[str]): stable utterance ids: paths relative to the source root (the key of a
+            teacher-feature cache).
 
     ``dataset[(index, epoch)]`` (or ``dataset[index]``, epoch 0) returns
-    ``{"wav": Tensor [S] float32, "index": int}``, or ``None`` for a file found bad on reading
-    when ``bad_files: skip``.
+    ``{"wav": Tensor [S] float32, "index": int, "id": str}``, or ``None`` for a file found bad on
+    reading when ``bad_files: skip``.
     """
 
     def __init__(self, datarc, min_samples: int = DEFAULT_MIN_SAMPLES, seed: int = 0,
@@ -107,8 +111,10 @@ class DistillDataset(Dataset):
                             f"({len(entries)} listed, {len(bad)} bad, {too_long} too long)")
         self.entries = good
         self.paths = [e.path for e in good]
-        full = [e.samples_at(self.sample_rate) for e in good]
-        self.lengths = [min(n, self.crop_samples) if self.crop_samples else n for n in full]
+        root = source_root(datarc)
+        self.ids = [os.path.relpath(path, root) for path in self.paths]
+        self.full_lengths = [e.samples_at(self.sample_rate) for e in good]
+        self.lengths = [min(n, self.crop_samples) if self.crop_samples else n for n in self.full_lengths]
         self.skipped_on_read = 0
         logger.info("pretraining data: %d utterances, %.2f hours (after crops)", len(good),
                     sum(self.lengths) / self.sample_rate / 3600)
@@ -141,7 +147,7 @@ class DistillDataset(Dataset):
             return None
         if self.crop_samples and wav.shape[0] > self.crop_samples:
             wav = crop(wav, self.crop_samples, mode="random", generator=self.crop_generator(index, epoch))
-        return {"wav": wav, "index": index}
+        return {"wav": wav, "index": index, "id": self.ids[index]}
 
 
 def collate_batch(items: Sequence[Optional[Dict[str, Any]]]) -> Dict[str, Any]:
@@ -149,13 +155,15 @@ def collate_batch(items: Sequence[Optional[Dict[str, Any]]]) -> Dict[str, Any]:
 
     Returns:
         ``{"wavs": Tensor [B, S], "wav_lengths": LongTensor [B], "indices": LongTensor [B],
-        "skipped": int}``; ``B`` may be 0 when every item was bad (``wavs`` is then [0, 0]).
+        "ids": List[str] (B utterance ids), "skipped": int}``; ``B`` may be 0 when every item was
+        bad (``wavs`` is then [0, 0]).
     """
     good = [item for item in items if item is not None]
     skipped = len(items) - len(good)
     if not good:
         return {"wavs": torch.zeros(0, 0), "wav_lengths": torch.zeros(0, dtype=torch.long),
-                "indices": torch.zeros(0, dtype=torch.long), "skipped": skipped}
+                "indices": torch.zeros(0, dtype=torch.long), "ids": [], "skipped": skipped}
     wavs, lengths = pad_batch([item["wav"] for item in good])
     indices = torch.tensor([item["index"] for item in good], dtype=torch.long)
-    return {"wavs": wavs, "wav_lengths": lengths, "indices": indices, "skipped": skipped}
+    ids = [str(item["id"]) for item in good]
+    return {"wavs": wavs, "wav_lengths": lengths, "indices": indices, "ids": ids, "skipped": skipped}

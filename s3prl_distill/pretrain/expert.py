@@ -19,7 +19,7 @@ from __future__ import annotations
 import logging
 import os
 from collections import defaultdict
-from typing import Any, Dict, Mapping, MutableMapping, Optional, Union
+from typing import Any, Callable, Dict, Mapping, MutableMapping, Optional, Union
 
 import torch
 from torch import Tensor, nn
@@ -33,10 +33,28 @@ from s3prl_distill.distill.task import DistillationTask
 from s3prl_distill.pretrain.config import DataConfig
 from s3prl_distill.pretrain.dataset import DistillDataset, collate_batch
 from s3prl_distill.pretrain.samplers import BucketBatchSampler
+from s3prl_distill.pretrain.teacher_cache import TeacherCache, cache_dataset, cache_mismatch, teacher_info
 
 logger = logging.getLogger(__name__)
 
 __all__ = ["UpstreamPretrainExpert"]
+
+def _wait_until(ready: Callable[[], bool], what: str, poll_s: float = 1.0,
+                log_every_s: float = 300.0) -> None:
+    """Poll ``ready()`` until it is true, logging that this process waits for ``what``.
+
+    (A long cache build would outlast a collective barrier's timeout; polling the file system has
+    none. If rank 0 dies, ``torchrun`` ends this process.)
+    """
+    import time
+
+    start = last = time.monotonic()
+    while not ready():
+        if time.monotonic() - last >= log_every_s:
+            last = time.monotonic()
+            logger.info("waiting for %s (%.0f s)", what, last - start)
+        time.sleep(poll_s)
+
 
 def _model_data(upstream_config: Union[str, os.PathLike, Mapping[str, Any]]) -> tuple:
     if isinstance(upstream_config, Mapping):
@@ -93,6 +111,13 @@ class UpstreamPretrainExpert(nn.Module):
                     teacher.num_layers, teacher.dim)
 
         self.dataset = DistillDataset(self.datarc, min_samples=int(student.receptive_field), seed=seed)
+        self.teacher_cache: Optional[TeacherCache] = None
+        if self.datarc.teacher_cache:
+            try:
+                self.datarc.check_cache_crop(max(self.dataset.full_lengths))
+            except ConfigError as err:
+                raise ConfigError(f"{config_where}: pretrain_expert.datarc: {err}") from None
+            self.teacher_cache = self._prepare_teacher_cache(rank)
         self.sampler = BucketBatchSampler(
             self.dataset.lengths, self.datarc.train_batch_size, shuffle=self.datarc.shuffle,
             bucketing=self.datarc.bucketing, drop_last=self.datarc.drop_last, seed=seed,
@@ -109,6 +134,53 @@ class UpstreamPretrainExpert(nn.Module):
         if self.multi_gpu and torch.cuda.device_count() > 1:
             self._forward_task = nn.DataParallel(self.task)
             logger.info("multi_gpu: DataParallel over %d GPUs", torch.cuda.device_count())
+
+    def _prepare_teacher_cache(self, rank: int) -> TeacherCache:
+        """Reuse ``datarc.teacher_cache`` if it holds this teacher's targets for these layers and
+        utterances, else build it (rank 0; the other processes wait for it). Returns the cache."""
+        folder = self.datarc.teacher_cache
+        dtype = getattr(torch, self.datarc.teacher_cache_dtype)
+        layers = self.task.target_layers
+        info = teacher_info(self.teacher)
+        wanted = dict(zip(self.dataset.ids, self.dataset.full_lengths))
+
+        def mismatch() -> Optional[str]:
+            return cache_mismatch(folder, info, layers, wanted, dtype)
+
+        if rank == 0:
+            reason = mismatch()
+            if reason is None:
+                logger.info("teacher cache %s: reused (it holds layers %s of this teacher for all "
+                            "%d utterances)", folder, layers, len(wanted))
+            else:
+                logger.info("teacher cache %s: building it (%s)", folder, reason)
+                self.teacher.to(self.device)
+                cache_dataset(folder, self.teacher, self.dataset, layers, dtype=dtype,
+                              batch_size=self.datarc.train_batch_size,
+                              num_workers=self.datarc.num_workers, device=self.device)
+        else:
+            _wait_until(lambda: mismatch() is None, f"rank 0 to build the teacher cache {folder}")
+        if torch.distributed.is_available() and torch.distributed.is_initialized():
+            torch.distributed.barrier()
+        cache = TeacherCache(folder)
+        described = cache.describe()
+        logger.info("teacher cache %s: %d utterances, %.1f MiB (%.2f GiB per hour of audio, "
+                    "%s x %d layers x %d dims)", folder, described["utterances"],
+                    described["bytes"] / 2**20, described["bytes_per_audio_hour"] / 2**30,
+                    described["dtype"], described["layers"], described["dim"])
+        return cache
+
+    def cached_targets(self, ids, wav_lengths: Tensor):
+        """Targets of a batch from the teacher cache: (J x [B, T, D] float32 on the device, [B]).
+
+        Raises:
+            TeacherCacheError: an utterance is not cached or is fed with other samples than cached.
+        """
+        for utt_id, samples in zip(ids, wav_lengths.tolist()):
+            self.teacher_cache.check_utterance(utt_id, samples)
+        targets, lengths = self.teacher_cache.batch_targets(ids, layers=self.task.target_layers)
+        targets = [t.to(self.device, non_blocking=True) for t in targets]
+        return targets, lengths.to(self.device, non_blocking=True)
 
     @staticmethod
     def _init_from_teacher(student, teacher, init_cfg) -> None:
@@ -140,7 +212,7 @@ class UpstreamPretrainExpert(nn.Module):
 
     def forward(self, data: Mapping[str, Any], records: Optional[MutableMapping[str, list]] = None,
                 global_step: int = 0, log_step: int = 1000, **kwargs):
-        """One step: data = collated batch (``wavs`` [B, S], ``wav_lengths`` [B]) -> (loss, records).
+        """One step: data = collated batch (``wavs`` [B, S], ``wav_lengths`` [B], ``ids``) -> (loss, records).
 
         ``records[name]`` gets each loss term of this batch appended (floats).
         """
@@ -158,7 +230,11 @@ class UpstreamPretrainExpert(nn.Module):
         if wavs.shape[0] == 0:  # every file of the batch was bad (bad_files: skip)
             zero = sum(p.sum() for p in self.model.parameters()) * 0.0
             return zero, {}
-        loss, terms = self._forward_task(wavs, lengths)
+        if self.teacher_cache is not None:
+            targets = self.cached_targets(data["ids"], data["wav_lengths"])
+            loss, terms = self._forward_task(wavs, lengths, targets=targets)
+        else:
+            loss, terms = self._forward_task(wavs, lengths)
         if loss.dim() > 0:  # DataParallel gathers one loss per replica
             loss = loss.mean()
             terms = {k: v.mean() for k, v in terms.items()}

@@ -33,14 +33,24 @@ from __future__ import annotations
 import json
 import logging
 import os
-from typing import Any, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
 import torch
 from torch import Tensor
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["TeacherCache", "TeacherCacheError", "write_teacher_cache", "FORMAT", "VERSION"]
+__all__ = [
+    "TeacherCache",
+    "TeacherCacheError",
+    "TeacherCacheWriter",
+    "write_teacher_cache",
+    "teacher_info",
+    "cache_mismatch",
+    "invalidate_cache",
+    "FORMAT",
+    "VERSION",
+]
 
 FORMAT = "s3prl_distill.teacher_cache"
 VERSION = 1
@@ -56,6 +66,121 @@ def _dtype_name(dtype: torch.dtype) -> str:
         if value == dtype:
             return name
     raise TeacherCacheError(f"teacher cache dtype must be one of {sorted(_DTYPES)}, got {dtype}")
+
+
+class TeacherCacheWriter:
+    """Streams teacher states into shards; ``index.json`` is written last, atomically.
+
+    Opening a writer first removes the folder's ``index.json`` and then its old shards, so a
+    build killed at any point leaves a folder without an index (never a valid-looking one).
+
+    Args:
+        folder: output folder (created).
+        layers: teacher layers stored per utterance, in order.
+        dtype: storage type (float16 halves the size).
+        shard_bytes: approximate shard file size.
+    """
+
+    def __init__(self, folder: str, layers: Sequence[int], dtype: torch.dtype = torch.float16,
+                 shard_bytes: int = 256 * 2**20):
+        self.folder = os.fspath(folder)
+        self.layers = [int(k) for k in layers]
+        self.dtype = dtype
+        self.dtype_name = _dtype_name(dtype)
+        self.shard_bytes = int(shard_bytes)
+        self.entries: Dict[str, Dict[str, Any]] = {}
+        self.unreadable: Dict[str, str] = {}
+        self.dim: Optional[int] = None
+        self._shard: Dict[str, Tensor] = {}
+        self._shard_size, self._shard_no = 0, 0
+        os.makedirs(self.folder, exist_ok=True)
+        invalidate_cache(self.folder)
+
+    def add(self, utt_id: str, states: Tensor, samples: int) -> None:
+        """Store one utterance: ``states`` [len(layers), T, D] (valid frames only)."""
+        if utt_id in self.entries or utt_id in self._shard:
+            raise TeacherCacheError(f"{self.folder}: utterance ids must be unique ({utt_id!r} twice)")
+        stacked = states.detach().to("cpu", self.dtype).contiguous()
+        self.dim = int(stacked.shape[-1])
+        self._shard[utt_id] = stacked
+        self._shard_size += stacked.numel() * stacked.element_size()
+        self.entries[utt_id] = {"shard": self._shard_name(), "frames": int(stacked.shape[1]),
+                                "samples": int(samples)}
+        if self._shard_size >= self.shard_bytes:
+            self._flush()
+
+    def add_output(self, ids: Sequence[str], out, samples: Tensor) -> None:
+        """Store a teacher batch: ``out`` a ``TeacherOutput`` (hidden_states [B, T, D] each,
+        lengths [B]) of the utterances ``ids``, fed with ``samples`` [B] samples each."""
+        for row, utt_id in enumerate(ids):
+            frames = int(out.lengths[row])
+            self.add(utt_id, torch.stack([out.hidden_states[k][row, :frames] for k in self.layers]),
+                     int(samples[row]))
+
+    def skip(self, utt_id: str, reason: str) -> None:
+        """Record an utterance that could not be read (it is never fed either)."""
+        self.unreadable[utt_id] = reason
+
+    def _shard_name(self) -> str:
+        return f"shard-{self._shard_no:05d}.safetensors"
+
+    def _flush(self) -> None:
+        from safetensors.torch import save_file
+
+        if self._shard:
+            save_file(self._shard, os.path.join(self.folder, self._shard_name()))
+            self._shard_no += 1
+            self._shard, self._shard_size = {}, 0
+
+    def finish(self, teacher_info: Mapping[str, Any], rate: int = 320) -> Dict[str, Any]:
+        """Write the last shard and then the index (atomically); returns the index."""
+        from s3prl_distill.io import atomic_write_text
+
+        self._flush()
+        index = {
+            "format": FORMAT,
+            "version": VERSION,
+            "layers": self.layers,
+            "dim": self.dim,
+            "dtype": self.dtype_name,
+            "rate": int(rate),
+            "teacher": dict(teacher_info),
+            "entries": self.entries,
+            "unreadable": self.unreadable,
+        }
+        atomic_write_text(json.dumps(index, indent=1, default=str), os.path.join(self.folder, "index.json"))
+        logger.info("cached teacher layers %s of %d utterances in %s", self.layers, len(self.entries),
+                    self.folder)
+        return index
+
+
+def invalidate_cache(folder: str) -> None:
+    """Remove ``index.json`` first, then the shards (a half-removed cache never looks valid)."""
+    index = os.path.join(folder, "index.json")
+    if os.path.exists(index):
+        os.unlink(index)
+    for name in os.listdir(folder):
+        if name.startswith("shard-") and name.endswith(".safetensors"):
+            os.unlink(os.path.join(folder, name))
+
+
+def teacher_info(teacher: torch.nn.Module) -> Dict[str, Any]:
+    """What identifies a teacher's targets: ``describe()`` plus a SHA-1 of its weights.
+
+    The digest covers every state-dict entry (name, dtype, shape, bytes), so a retrained teacher
+    saved at the same path is told apart. Values are plain JSON data.
+    """
+    import hashlib
+
+    describe = getattr(teacher, "describe", None)
+    info = dict(describe()) if callable(describe) else {"class": type(teacher).__name__}
+    digest = hashlib.sha1()
+    for name, value in sorted(teacher.state_dict().items()):
+        flat = value.detach().to("cpu").contiguous().reshape(-1)
+        digest.update(f"{name}:{flat.dtype}:{tuple(value.shape)};".encode("utf-8"))
+        digest.update(flat.view(torch.uint8).numpy().tobytes() if flat.numel() else b"")
+    info["weights_sha1"] = digest.hexdigest()
+    return json.loads(json.dumps(info, default=str))  # as it reads back from index.json
 
 
 def write_teacher_cache(
@@ -87,72 +212,72 @@ def write_teacher_cache(
     Raises:
         TeacherCacheError: duplicate ids, mismatched lists, bad layers or shapes.
     """
-    from safetensors.torch import save_file
-
-    from s3prl_distill.io import atomic_write_text
-
     if len(ids) != len(wavs):
         raise TeacherCacheError(f"{folder}: {len(ids)} ids but {len(wavs)} waveforms")
     if len(set(ids)) != len(ids):
         raise TeacherCacheError(f"{folder}: utterance ids must be unique")
-    layers = [int(k) for k in layers]
-    num_layers = int(getattr(teacher, "num_layers", max(layers)))
-    bad = [k for k in layers if not 0 <= k <= num_layers]
-    if not layers or bad:
-        raise TeacherCacheError(f"{folder}: layers {layers} must lie in 0..{num_layers}")
-    dtype_name = _dtype_name(dtype)
-    os.makedirs(folder, exist_ok=True)
-    for name in os.listdir(folder):
-        if name.startswith("shard-") and name.endswith(".safetensors"):
-            os.unlink(os.path.join(folder, name))
+    layers = check_cache_layers(folder, teacher, layers)
+    for utt_id, wav in zip(ids, wavs):
+        if wav.dim() != 1:
+            raise TeacherCacheError(f"{folder}: waveform of {utt_id!r} must be 1-D, got {tuple(wav.shape)}")
+    writer = TeacherCacheWriter(folder, layers, dtype, shard_bytes)
     order = sorted(range(len(ids)), key=lambda i: -int(wavs[i].shape[-1]))
-    entries: Dict[str, Dict[str, Any]] = {}
-    shard: Dict[str, Tensor] = {}
-    shard_size, shard_no, dim = 0, 0, None
-
-    def flush():
-        nonlocal shard, shard_size, shard_no
-        if shard:
-            name = f"shard-{shard_no:05d}.safetensors"
-            save_file(shard, os.path.join(folder, name))
-            shard_no += 1
-            shard, shard_size = {}, 0
-
     for start in range(0, len(order), max(1, batch_size)):
-        chunk = order[start:start + batch_size]
+        chunk = order[start:start + max(1, batch_size)]
         lengths = torch.tensor([int(wavs[i].shape[-1]) for i in chunk], dtype=torch.long)
         batch = torch.zeros(len(chunk), int(lengths.max()))
         for row, i in enumerate(chunk):
-            if wavs[i].dim() != 1:
-                raise TeacherCacheError(f"{folder}: waveform of {ids[i]!r} must be 1-D, got {tuple(wavs[i].shape)}")
             batch[row, : lengths[row]] = wavs[i].float()
         with torch.inference_mode():
             out = teacher(batch, lengths)
-        for row, i in enumerate(chunk):
-            frames = int(out.lengths[row])
-            stacked = torch.stack([out.hidden_states[k][row, :frames] for k in layers]).to(dtype)
-            dim = int(stacked.shape[-1])
-            shard[ids[i]] = stacked.contiguous()
-            shard_size += stacked.numel() * stacked.element_size()
-            entries[ids[i]] = {"shard": f"shard-{shard_no:05d}.safetensors", "frames": frames,
-                               "samples": int(lengths[row])}
-            if shard_size >= shard_bytes:
-                flush()
-    flush()
-    describe = getattr(teacher, "describe", None)
-    index = {
-        "format": FORMAT,
-        "version": VERSION,
-        "layers": layers,
-        "dim": dim,
-        "dtype": dtype_name,
-        "rate": int(getattr(teacher, "downsample_rate", 320)),
-        "teacher": describe() if callable(describe) else {"class": type(teacher).__name__},
-        "entries": entries,
-    }
-    atomic_write_text(json.dumps(index, indent=1, default=str), os.path.join(folder, "index.json"))
-    logger.info("cached teacher layers %s of %d utterances in %s", layers, len(entries), folder)
-    return index
+        writer.add_output([ids[i] for i in chunk], out, lengths)
+    return writer.finish(teacher_info(teacher), int(getattr(teacher, "downsample_rate", 320)))
+
+
+def check_cache_layers(folder: str, teacher: torch.nn.Module, layers: Sequence[int]) -> List[int]:
+    """``layers`` as ints; raises unless they are non-empty and lie in ``0..teacher.num_layers``."""
+    layers = [int(k) for k in layers]
+    num_layers = int(getattr(teacher, "num_layers", max(layers) if layers else 0))
+    bad = [k for k in layers if not 0 <= k <= num_layers]
+    if not layers or bad:
+        raise TeacherCacheError(f"{folder}: layers {layers} must lie in 0..{num_layers}")
+    return layers
+
+
+def cache_mismatch(folder: str, info: Mapping[str, Any], layers: Sequence[int],
+                   utterances: Mapping[str, int], dtype: torch.dtype = torch.float16) -> Optional[str]:
+    """Why ``folder`` cannot serve these targets, or ``None`` when it can.
+
+    Valid means: an index of this format whose teacher equals ``info`` (:func:`teacher_info`),
+    whose layers include ``layers``, stored as ``dtype``, holding every utterance id of
+    ``utterances`` (``{id: samples fed}``) with that sample count (or listed as unreadable), and
+    whose shards all exist.
+    """
+    try:
+        cache = TeacherCache(folder)
+    except TeacherCacheError as err:
+        return str(err)
+    index = cache.index
+    if index.get("teacher") != dict(info):
+        return f"it was built with another teacher ({index.get('teacher')} != {dict(info)})"
+    missing_layers = [int(k) for k in layers if int(k) not in cache.layers]
+    if missing_layers:
+        return f"teacher layers {missing_layers} are not cached (cached: {cache.layers})"
+    if cache.dtype != _dtype_name(dtype):
+        return f"it stores {cache.dtype}, {_dtype_name(dtype)} was asked for"
+    unreadable = index.get("unreadable") or {}
+    absent = [u for u in utterances if u not in cache._entries and u not in unreadable]
+    if absent:
+        return f"{len(absent)} of {len(utterances)} utterances are not cached (e.g. {absent[0]!r})"
+    for utt_id, samples in utterances.items():
+        entry = cache._entries.get(utt_id)
+        if entry is not None and int(entry["samples"]) != int(samples):
+            return f"{utt_id!r} was cached from {entry['samples']} samples but has {samples} now"
+    shards = {e["shard"] for e in cache._entries.values()}
+    lost = sorted(s for s in shards if not os.path.isfile(os.path.join(cache.folder, s)))
+    if lost:
+        return f"shard {lost[0]} listed in the index is missing"
+    return None
 
 
 class TeacherCache:
@@ -266,3 +391,61 @@ class TeacherCache:
             "audio_seconds": round(seconds, 2),
             "bytes_per_audio_hour": int(frames_per_hour * self.dim * len(self.layers) * bytes_per_element),
         }
+
+
+def cache_dataset(folder: str, teacher: torch.nn.Module, dataset, layers: Sequence[int], *,
+                  dtype: torch.dtype = torch.float16, batch_size: int = 8, num_workers: int = 0,
+                  device: Optional[torch.device] = None, log_every_s: float = 60.0) -> Dict[str, Any]:
+    """Cache the teacher's states for every utterance of a pretraining dataset, as it is fed.
+
+    Args:
+        dataset: a :class:`~s3prl_distill.pretrain.dataset.DistillDataset` without random crops
+            (``dataset[(i, 0)]`` -> ``{"wav": [S], "id": str, ...}`` or ``None`` when unreadable;
+            ``dataset.ids``, ``dataset.lengths``).
+        device: where the teacher runs (its current device when ``None``).
+        batch_size: utterances per teacher call (sorted by length: little padding).
+        log_every_s: seconds between progress lines.
+
+    Returns:
+        the index (also written to ``folder/index.json``, last).
+    """
+    import time
+
+    from torch.utils.data import DataLoader
+
+    from s3prl_distill.pretrain.dataset import collate_batch
+
+    layers = check_cache_layers(folder, teacher, layers)
+    if device is None:
+        device = next((p.device for p in teacher.parameters()), torch.device("cpu"))
+    order = sorted(range(len(dataset)), key=lambda i: -int(dataset.lengths[i]))
+    step = max(1, int(batch_size))
+    batches = [[(i, 0) for i in order[s:s + step]] for s in range(0, len(order), step)]
+    loader = DataLoader(dataset, batch_sampler=batches, collate_fn=collate_batch,
+                        num_workers=num_workers)
+    writer = TeacherCacheWriter(folder, layers, dtype)
+    sr = float(getattr(dataset, "sample_rate", 16000))
+    total_s = sum(int(n) for n in dataset.lengths) / sr
+    done_s, start, last_log = 0.0, time.monotonic(), time.monotonic()
+    for batch in loader:
+        if batch["wavs"].shape[0]:
+            with torch.inference_mode():
+                out = teacher(batch["wavs"].to(device), batch["wav_lengths"].to(device))
+            writer.add_output(batch["ids"], out, batch["wav_lengths"])
+            done_s += float(batch["wav_lengths"].sum()) / sr
+        if time.monotonic() - last_log >= log_every_s:
+            last_log = time.monotonic()
+            _log_progress(len(writer.entries), len(dataset), done_s, total_s, last_log - start)
+    for utt_id in dataset.ids:
+        if utt_id not in writer.entries:
+            writer.skip(utt_id, "unreadable when cached (bad audio)")
+    _log_progress(len(writer.entries), len(dataset), done_s, total_s, time.monotonic() - start)
+    return writer.finish(teacher_info(teacher), int(getattr(teacher, "downsample_rate", 320)))
+
+
+def _log_progress(done: int, total: int, done_s: float, total_s: float, elapsed: float) -> None:
+    speed = done_s / max(elapsed, 1e-9)
+    eta = (total_s - done_s) / speed if speed > 0 else float("nan")
+    logger.info("teacher cache: %d/%d utterances, %.2f/%.2f h of audio, %.0f s elapsed, "
+                "%.1f audio s/s, ETA %.0f s", done, total, done_s / 3600, total_s / 3600, elapsed,
+                speed, eta)

@@ -1,0 +1,159 @@
+"""The runner with ``pretrain_expert.datarc.teacher_cache``: config checks, build once / reuse,
+rebuild when stale, resume, and cached targets giving the live loss."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+import torch
+import yaml
+
+import s3prl_distill  # noqa: F401
+from distill_fixtures import make_audio_dir, make_teacher, model_yaml, runner_config
+from s3prl_distill.checkpoint import read_checkpoint
+from s3prl_distill.config import ConfigError
+from s3prl_distill.pretrain.expert import UpstreamPretrainExpert
+from s3prl_distill.pretrain.trainer import list_checkpoints
+from s3prl_distill.run_pretrain import parse_args, run
+
+
+@pytest.fixture
+def setup(tmp_path):
+    teacher = make_teacher(tmp_path / "teacher.pt")
+    make_audio_dir(tmp_path / "audio", count=6, seconds=(0.5, 1.2))
+    return tmp_path, teacher
+
+
+def _datarc(tmp_path, **extra):
+    datarc = {"train_batch_size": 3, "num_workers": 0, "audio_dir": str(tmp_path / "audio"),
+              "length_index": str(tmp_path / "lengths.tsv"), "crop_seconds": 0.0,
+              "teacher_cache": str(tmp_path / "cache")}
+    datarc.update(extra)
+    return datarc
+
+
+def _expert(tmp_path, model, **extra):
+    torch.manual_seed(0)
+    return UpstreamPretrainExpert(_datarc(tmp_path, **extra), str(model), "cpu", seed=3)
+
+
+def _runner(tmp_path, **kw):
+    return runner_config(tmp_path, tmp_path / "audio", crop_seconds=0.0, batch_size=3,
+                         extra_datarc={"teacher_cache": str(tmp_path / "cache")}, **kw)
+
+
+def _args(tmp_path, model, runner, expdir):
+    return parse_args(["-u", "distiller", "-g", str(model), "-c", str(runner), "-p",
+                       str(tmp_path / expdir), "--device", "cpu", "--seed", "7"])
+
+
+def _shards(folder):
+    return {n: os.stat(os.path.join(folder, n)).st_mtime_ns for n in os.listdir(folder)
+            if n.endswith(".safetensors")}
+
+
+def test_random_crop_shorter_than_an_utterance_is_refused(setup):
+    tmp_path, teacher = setup
+    model = model_yaml(tmp_path, teacher)
+    with pytest.raises(ConfigError, match=r"pretrain_expert\.datarc: crop_seconds: 0\.5 s random "
+                                          r"crops cannot be used with teacher_cache"):
+        _expert(tmp_path, model, crop_seconds=0.5)
+    assert not (tmp_path / "cache").exists()  # refused before anything was built
+    expert = _expert(tmp_path, model, crop_seconds=2.0)  # longer than every utterance: no crop
+    assert expert.teacher_cache is not None and len(expert.teacher_cache) == 6
+
+
+@pytest.mark.parametrize("key,value,match", [
+    ("teacher_cache", "  ", "teacher_cache: expected a folder path"),
+    ("teacher_cache_dtype", "int8", "teacher_cache_dtype"),
+])
+def test_bad_cache_keys_name_the_key(setup, key, value, match):
+    tmp_path, teacher = setup
+    with pytest.raises(ConfigError, match=match):
+        _expert(tmp_path, model_yaml(tmp_path, teacher), **{key: value})
+
+
+def test_batches_carry_ids_of_the_cached_utterances(setup):
+    tmp_path, teacher = setup
+    expert = _expert(tmp_path, model_yaml(tmp_path, teacher))
+    batch = next(iter(expert.get_train_dataloader()))
+    assert len(batch["ids"]) == batch["wavs"].shape[0]
+    assert all(i.startswith("spk") and i.endswith(".wav") and not os.path.isabs(i) for i in batch["ids"])
+    assert all(i in expert.teacher_cache for i in batch["ids"])
+
+
+@pytest.mark.parametrize("style", ["distilhubert", "fithubert"])
+@pytest.mark.parametrize("dtype,rel", [("float32", 1e-5), ("float16", 1e-3)])
+def test_cached_step_gives_the_live_loss(setup, style, dtype, rel):
+    tmp_path, teacher = setup
+    model = model_yaml(tmp_path, teacher, style)
+    live = _expert(tmp_path, model, teacher_cache=None)
+    cached = _expert(tmp_path, model, teacher_cache_dtype=dtype)
+    for expert in (live, cached):
+        expert.task.train(False)
+    assert cached.teacher_cache.dtype == dtype and live.teacher_cache is None
+    calls = []
+    cached.teacher.register_forward_hook(lambda *a: calls.append(1))
+    for batch_live, batch_cached in zip(live.get_train_dataloader(), cached.get_train_dataloader()):
+        assert batch_live["ids"] == batch_cached["ids"]
+        with torch.no_grad():
+            loss_live, terms_live = live.compute(batch_live)
+            loss_cached, terms_cached = cached.compute(batch_cached)
+        assert float(loss_cached) == pytest.approx(float(loss_live), rel=rel)
+        assert float(terms_cached["frames"]) == float(terms_live["frames"])
+    assert not calls  # the teacher never ran in the cached steps
+
+
+def test_cache_built_once_reused_by_second_run_and_resume(setup, caplog):
+    tmp_path, teacher = setup
+    model = model_yaml(tmp_path, teacher, "distilhubert", dropout=0.1)
+    runner = _runner(tmp_path, total_steps=4, save_step=2)
+    with caplog.at_level("INFO"):
+        full = run(_args(tmp_path, model, runner, "full"))
+    assert "building it" in caplog.text and ": reused (it holds" not in caplog.text
+    shards = _shards(tmp_path / "cache")
+    assert shards
+    caplog.clear()
+    with caplog.at_level("INFO"):
+        run(_args(tmp_path, model, runner, "part"))
+    assert ": reused (it holds" in caplog.text and "building" not in caplog.text
+    for step, path in list_checkpoints(str(tmp_path / "part")):
+        if step != 2:
+            os.remove(path)
+    caplog.clear()
+    with caplog.at_level("INFO"):
+        resumed = run(_args(tmp_path, model, runner, "part"))
+    assert "resumed at update 2" in caplog.text and ": reused (it holds" in caplog.text
+    assert _shards(tmp_path / "cache") == shards  # never rewritten
+    a, b = read_checkpoint(full)["state_dict"], read_checkpoint(resumed)["state_dict"]
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_stale_cache_is_rebuilt(setup, caplog):
+    tmp_path, teacher = setup
+    model = model_yaml(tmp_path, teacher)
+    first = _expert(tmp_path, model)
+    assert len(first.teacher_cache) == 6
+    make_audio_dir(tmp_path / "audio" / "more", count=1, seed=5)  # a new file in the corpus
+    with caplog.at_level("INFO"):
+        second = _expert(tmp_path, model)
+    assert "1 of 7 utterances are not cached" in caplog.text and "building it" in caplog.text
+    assert len(second.teacher_cache) == 7
+    make_teacher(tmp_path / "teacher.pt", seed=1)  # the teacher file was replaced
+    caplog.clear()
+    with caplog.at_level("INFO"):
+        _expert(tmp_path, model)
+    assert "built with another teacher" in caplog.text and "building it" in caplog.text
+
+
+def test_pretrain_config_accepts_cache_keys(tmp_path):
+    from s3prl_distill.pretrain.config import PretrainConfig
+
+    runner = runner_config(tmp_path, tmp_path / "audio",
+                           extra_datarc={"teacher_cache": "/x", "teacher_cache_dtype": "float32"})
+    cfg = PretrainConfig.from_data(yaml.safe_load(runner.read_text()))
+    assert cfg.pretrain_expert.datarc.teacher_cache == "/x"
+    assert cfg.pretrain_expert.datarc.teacher_cache_dtype == "float32"
+    default = PretrainConfig.from_data(yaml.safe_load(runner_config(tmp_path, tmp_path).read_text()))
+    assert default.pretrain_expert.datarc.teacher_cache is None  # off by default
