@@ -114,6 +114,21 @@ def test_bad_files_skipped_with_count(tmp_path, caplog):
     assert item is None and "nan.wav" in caplog.text and ds.skipped_on_read == 1
     batch = collate_batch([ds[0], item, ds[1] if nan_index != 1 else ds[2]])
     assert batch["skipped"] == 1 and batch["wavs"].shape[0] == 2
+    good = [i for i in range(3) if i != nan_index][:2]
+    assert batch["ids"] == [ds.ids[i] for i in good] == [os.path.basename(ds.paths[i]) for i in good]
+
+
+def test_utterance_ids_are_paths_relative_to_the_source_root(tmp_path):
+    root = tmp_path / "Libri"
+    write(root / "train-clean-100" / "19" / "198" / "19-198-0001.flac")
+    ds = DistillDataset(cfg(tmp_path, libri_root=str(root), sets=["train-clean-100"]), min_samples=400)
+    assert ds.ids == [os.path.join("train-clean-100", "19", "198", "19-198-0001.flac")]
+    assert ds[0]["id"] == ds.ids[0] and ds.full_lengths == [8000]
+    write(tmp_path / "lists" / "a.wav")
+    (tmp_path / "lists" / "train.txt").write_text("a.wav\n")
+    ds = DistillDataset(cfg(tmp_path, file_list=str(tmp_path / "lists" / "train.txt"),
+                            length_index=str(tmp_path / "i2.tsv"), crop_seconds=0.25), min_samples=400)
+    assert ds.ids == ["a.wav"] and ds.lengths == [4000] and ds.full_lengths == [8000]
 
 
 def test_bad_files_error_names_every_file(tmp_path):

@@ -70,3 +70,39 @@ def test_errors_name_the_problem(tmp_path, teacher):
     (tmp_path / "index.json").write_text(json.dumps(index))
     with pytest.raises(TeacherCacheError, match="version 99"):
         TeacherCache(str(tmp_path))
+
+
+def test_cache_mismatch_names_why_a_cache_cannot_serve(tmp_path, teacher):
+    from s3prl_distill.pretrain.teacher_cache import cache_mismatch, teacher_info
+
+    folder = str(tmp_path)
+    write_teacher_cache(folder, teacher, ["a", "b"], _wavs([3000, 2000]), layers=[1, 3])
+    info = teacher_info(teacher)
+    fed = {"a": 3000, "b": 2000}
+    assert cache_mismatch(folder, info, [3, 1], fed) is None
+    assert cache_mismatch(folder, info, [3], {"a": 3000}) is None  # a superset is fine
+    assert "layers [2] are not cached" in cache_mismatch(folder, info, [1, 2], fed)
+    assert "stores float16, float32 was asked" in cache_mismatch(folder, info, [1], fed, torch.float32)
+    assert "1 of 3 utterances are not cached (e.g. 'c')" in cache_mismatch(folder, info, [1], {**fed, "c": 9})
+    assert "'b' was cached from 2000 samples but has 2100" in cache_mismatch(folder, info, [1], {**fed, "b": 2100})
+    other = _teacher_model(tiny=True, seed=1)[1]  # same description, other weights
+    assert other.describe() == teacher.describe()
+    assert "another teacher" in cache_mismatch(folder, teacher_info(other), [1], fed)
+    shard = next(p for p in tmp_path.iterdir() if p.suffix == ".safetensors")
+    shard.unlink()
+    assert f"shard {shard.name} listed in the index is missing" in cache_mismatch(folder, info, [1], fed)
+
+
+def test_interrupted_rebuild_never_leaves_a_valid_looking_index(tmp_path, teacher):
+    from s3prl_distill.pretrain.teacher_cache import TeacherCacheWriter, cache_mismatch, teacher_info
+
+    write_teacher_cache(str(tmp_path), teacher, ["a"], _wavs([3000]), layers=[1])
+    writer = TeacherCacheWriter(str(tmp_path), [1], shard_bytes=1)  # a rebuild starts ...
+    with torch.inference_mode():
+        out = teacher(_wavs([3000])[0][None], torch.tensor([3000]))
+    writer.add_output(["a"], out, torch.tensor([3000]))  # ... writes a shard, and is killed here
+    assert any(p.suffix == ".safetensors" for p in tmp_path.iterdir())
+    reason = cache_mismatch(str(tmp_path), teacher_info(teacher), [1], {"a": 3000})
+    assert reason is not None and "no index.json" in reason
+    writer.finish(teacher_info(teacher))
+    assert cache_mismatch(str(tmp_path), teacher_info(teacher), [1], {"a": 3000}) is None
