@@ -90,6 +90,25 @@ def test_padding_does_not_change_the_loss(tmp_path):
     assert loss_a.item() == pytest.approx(loss_b.item(), rel=1e-5)
 
 
+@pytest.mark.parametrize("style", ["distilhubert", "fithubert"])
+def test_given_targets_skip_the_teacher_and_give_the_same_loss(tmp_path, style):
+    task, _ = _task(tmp_path, style)
+    task.eval()
+    wavs, lengths = _batch()
+    with torch.no_grad():
+        live, live_records = task(wavs, lengths)
+        targets = task.teacher_targets(wavs, lengths)
+        calls = []
+        task.teacher.register_forward_hook(lambda *a: calls.append(1))
+        given, given_records = task(wavs, lengths, targets=targets)
+    assert not calls
+    assert torch.equal(live, given) and live_records.keys() == given_records.keys()
+    with pytest.raises(ValueError, match="1 target tensors for 2 target layers"):
+        task(wavs, lengths, targets=(targets[0][:1], targets[1]))
+    with pytest.raises(ValueError, match=r"targets must be \[B=3, T, D\]"):
+        task(wavs, lengths, targets=([t[:2] for t in targets[0]], targets[1][:2]))
+
+
 def test_task_rejects_heads_beyond_teacher(tmp_path):
     from s3prl_distill.models import build_student
     from s3prl_distill.config import from_dict

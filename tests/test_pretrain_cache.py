@@ -157,3 +157,46 @@ def test_pretrain_config_accepts_cache_keys(tmp_path):
     assert cfg.pretrain_expert.datarc.teacher_cache_dtype == "float32"
     default = PretrainConfig.from_data(yaml.safe_load(runner_config(tmp_path, tmp_path).read_text()))
     assert default.pretrain_expert.datarc.teacher_cache is None  # off by default
+
+
+def test_files_bad_on_reading_are_listed_not_rebuilt_every_run(setup, caplog):
+    import numpy as np
+    import soundfile as sf
+
+    tmp_path, teacher = setup
+    bad = np.full(12000, 0.1, dtype=np.float32)
+    bad[100] = np.nan  # passes the header screening, fails when read
+    sf.write(str(tmp_path / "audio" / "nan.wav"), bad, 16000, subtype="FLOAT")
+    model = model_yaml(tmp_path, teacher)
+    first = _expert(tmp_path, model)
+    assert len(first.teacher_cache) == 6
+    assert list(first.teacher_cache.index["unreadable"]) == ["nan.wav"]
+    caplog.clear()
+    with caplog.at_level("INFO"):
+        _expert(tmp_path, model)
+    assert ": reused (it holds" in caplog.text and "building" not in caplog.text
+
+
+def test_other_ranks_wait_for_rank0_and_never_build(setup, monkeypatch):
+    from s3prl_distill.pretrain import expert as expert_mod
+
+    tmp_path, teacher = setup
+    model = model_yaml(tmp_path, teacher)
+    waited = []
+
+    def fake_wait(ready, what, **kw):  # rank 0 finishes its build while rank 1 waits
+        assert not ready()
+        waited.append(what)
+        _expert(tmp_path, model)
+        assert ready()
+
+    monkeypatch.setattr(expert_mod, "_wait_until", fake_wait)
+    real_build = expert_mod.cache_dataset
+    builders = []
+    monkeypatch.setattr(expert_mod, "cache_dataset",
+                        lambda *a, **kw: builders.append(kw) or real_build(*a, **kw))
+    torch.manual_seed(0)
+    rank1 = UpstreamPretrainExpert(_datarc(tmp_path), str(model), "cpu", seed=3, rank=1, world_size=2)
+    assert len(waited) == 1 and "rank 0" in waited[0]
+    assert len(builders) == 1  # the build of the simulated rank 0 only
+    assert len(rank1.teacher_cache) == 6

@@ -169,3 +169,26 @@ def test_ddp_two_processes_match_single_process(tmp_path):
     single = run(parse_args(argv + ["-p", str(tmp_path / "single")]))
     worst = _same_params(tmp_path / "ddp" / "states-4.ckpt", single, atol=1e-5)
     assert worst < 1e-5
+
+
+def test_ddp_with_teacher_cache_built_by_rank0_matches_single_process(tmp_path):
+    teacher = make_teacher(tmp_path / "teacher.pt")
+    make_audio_dir(tmp_path / "audio", count=8, seconds=(0.4, 0.9))
+    model = model_yaml(tmp_path, teacher, "fithubert")
+    runner = runner_config(tmp_path, tmp_path / "audio", total_steps=4, save_step=2, batch_size=4,
+                           crop_seconds=0.0, extra_datarc={"teacher_cache": str(tmp_path / "cache"),
+                                                           "teacher_cache_dtype": "float32"})
+    argv = ["-u", "distiller", "-g", str(model), "-c", str(runner), "--device", "cpu", "--seed", "5"]
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+           "-m", "s3prl_distill.run_pretrain", *argv, "-p", str(tmp_path / "ddp")]
+    env = _env()
+    env["S3PRL_DISTILL_LOG"] = "INFO"
+    out = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-4000:]
+    assert "building it" in out.stderr  # rank 0 (rank 1 waiting: test_pretrain_cache.py)
+    assert (tmp_path / "cache" / "index.json").is_file()
+    assert "student parameters identical across 2 processes" in out.stderr
+
+    torch.set_num_threads(1)
+    single = run(parse_args(argv + ["-p", str(tmp_path / "single")]))  # reuses the cache
+    _same_params(tmp_path / "ddp" / "states-4.ckpt", single, atol=1e-5)
