@@ -200,3 +200,19 @@ def test_other_ranks_wait_for_rank0_and_never_build(setup, monkeypatch):
     assert len(waited) == 1 and "rank 0" in waited[0]
     assert len(builders) == 1  # the build of the simulated rank 0 only
     assert len(rank1.teacher_cache) == 6
+
+
+def test_runner_bench_times_live_build_and_reuse(setup):
+    from s3prl_distill.benchmark.training import format_runner, run_runner_bench
+
+    tmp_path, teacher = setup
+    result = run_runner_bench(str(model_yaml(tmp_path, teacher)), steps=2, utterances=4,
+                              seconds=(0.5, 1.0), batch_size=2, workdir=str(tmp_path))
+    rows = result["rows"]
+    assert [r["model"] for r in rows] == ["run_pretrain", "run_pretrain+cache(build)",
+                                          "run_pretrain+cache(reuse)"]
+    assert len({r["audio_s"] for r in rows}) == 1 and rows[0]["audio_s"] > 0
+    assert all(r["train_audio_s_per_s"] > 0 and r["setup_s"] >= 0 for r in rows)
+    assert result["cache"]["utterances"] == 4 and result["cache"]["layers"] == 2
+    assert "run_pretrain+cache(reuse)" in format_runner(result)
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith("s3prl_distill_runner_bench_")]

@@ -14,6 +14,10 @@ loss over valid frames only). Extra rows show our step with the teacher's target
 :mod:`teacher-feature cache <s3prl_distill.pretrain.teacher_cache>` and with length-bucketed
 batches (same audio, less padding).
 
+:func:`run_runner_bench` times the real runner path instead (``run_pretrain``'s ``Trainer``,
+expert, data loader and checkpoint) on a generated corpus, with the teacher live and with
+``pretrain_expert.datarc.teacher_cache`` on (first run: builds the cache; later runs: reuse it).
+
 Throughput = seconds of valid audio per wall-clock second (higher is better); peak memory is the
 resident-memory peak of one step above the process's resident memory before it.
 """
@@ -31,10 +35,12 @@ from torch import Tensor, nn
 
 from s3prl_distill.benchmark.inference import SAMPLE_RATE
 from s3prl_distill.benchmark.timing import machine_info, peak_rss_delta_mb, time_interleaved
+from s3prl_distill.pretrain.teacher_cache import TeacherCache
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["s3prl_distiller_step", "run_training_bench", "format_training"]
+__all__ = ["s3prl_distiller_step", "run_training_bench", "format_training", "run_runner_bench",
+           "format_runner", "make_bench_corpus"]
 
 CLIP = 10.0
 
@@ -271,4 +277,141 @@ def format_training(result: Dict[str, Any]) -> str:
             f"target ours_step vs s3prl_distiller_step: >= {target:.2f}x, measured "
             f"{ours['ratio_vs_s3prl']:.2f}x: {'MET' if ok else 'MISSED by %.2fx' % (target - ours['ratio_vs_s3prl'])}"
         )
+    return "\n".join(lines)
+
+
+# ------------------------------------------------------------------------------------------------
+# the real runner path: run_pretrain's Trainer + expert + data loader, with and without the cache
+# ------------------------------------------------------------------------------------------------
+def make_bench_corpus(folder: str, count: int, seconds: Tuple[float, float], seed: int = 0) -> float:
+    """Write ``count`` mono 16 kHz WAVs (tones in noise, lengths uniform in ``seconds``) into
+    ``folder``; returns their total duration in seconds."""
+    import numpy as np
+    import soundfile as sf
+
+    rng = np.random.default_rng(seed)
+    os.makedirs(folder, exist_ok=True)
+    total = 0
+    for i in range(count):
+        n = int(rng.uniform(*seconds) * SAMPLE_RATE)
+        t = np.arange(n) / SAMPLE_RATE
+        wav = 0.3 * np.sin(2 * np.pi * rng.uniform(100, 400) * t) + 0.05 * rng.standard_normal(n)
+        sf.write(os.path.join(folder, f"utt{i:04d}.wav"), wav.astype(np.float32), SAMPLE_RATE)
+        total += n
+    return total / SAMPLE_RATE
+
+
+def _runner_config(audio_dir: str, workdir: str, steps: int, batch_size: int,
+                   cache: Optional[str]) -> Dict[str, Any]:
+    """Runner YAML data for ``steps`` updates over the whole (uncropped) corpus."""
+    datarc = {"train_batch_size": batch_size, "num_workers": 0, "audio_dir": audio_dir,
+              "length_index": os.path.join(workdir, "lengths.tsv"), "crop_seconds": 0.0,
+              "teacher_cache": cache}
+    return {
+        "runner": {"total_steps": steps, "n_epochs": -1, "gradient_clipping": 10.0,
+                   "gradient_accumulate_steps": 1, "log_step": steps, "save_step": steps,
+                   "max_keep": 1},
+        "optimizer": {"name": "TorchOptim", "torch_optim_name": "AdamW", "lr": 5.0e-4},
+        "scheduler": {"name": "linear_schedule_with_warmup", "warmup_proportion": 0.1},
+        "pretrain_expert": {"datarc": datarc},
+    }
+
+
+def _time_runner(model_config: Any, config: Dict[str, Any], expdir: str, seed: int) -> Tuple[float, float, int]:
+    """(setup seconds, training-loop seconds, batches per epoch) of one fresh runner."""
+    import time
+
+    from s3prl_distill.pretrain.expert import UpstreamPretrainExpert
+    from s3prl_distill.pretrain.trainer import Trainer
+
+    start = time.perf_counter()
+    trainer = Trainer(UpstreamPretrainExpert, config, model_config, expdir, device="cpu", seed=seed,
+                      tensorboard=False)
+    ready = time.perf_counter()
+    try:
+        trainer.train()
+    finally:
+        trainer.close()
+    return ready - start, time.perf_counter() - ready, len(trainer.expert.sampler)
+
+
+def _warm_up(model_config: Any, folder: str, audio_dir: str, batch_size: int, seed: int) -> None:
+    """One untimed 1-update run: imports, the optimizer's first construction and the teacher
+    file's first read are not charged to whichever timed run comes first."""
+    _time_runner(model_config, _runner_config(audio_dir, folder, 1, batch_size, None),
+                 os.path.join(folder, "warm-up"), seed)
+
+
+def run_runner_bench(model_config: Any, *, steps: int = 8, utterances: int = 16,
+                     seconds: Tuple[float, float] = (2.0, 4.0), batch_size: int = 8, seed: int = 0,
+                     repeats: int = 1, workdir: Optional[str] = None) -> Dict[str, Any]:
+    """End-to-end ``run_pretrain`` trainer on a generated corpus: teacher live vs teacher cache.
+
+    Fresh runs of ``steps`` updates each (checkpoint at the end included): first one with
+    ``teacher_cache`` on an empty folder (the run builds the cache during its set-up), then
+    ``repeats`` alternating pairs of a live-teacher run and a run reusing that cache (later runs,
+    resumes, epochs 2+ of a long run see this speed); medians over the repeats.
+
+    Returns:
+        ``{"rows": [...], "machine", "audio_seconds_corpus", "steps", "repeats", "cache"}``; each
+        row: ``model``, ``setup_s``, ``train_s``, ``audio_s`` (audio trained on),
+        ``train_audio_s_per_s`` (loop only), ``wall_audio_s_per_s`` (set-up included).
+    """
+    import statistics
+
+    info = machine_info()
+    live, build, reuse = "run_pretrain", "run_pretrain+cache(build)", "run_pretrain+cache(reuse)"
+    with tempfile.TemporaryDirectory(prefix="s3prl_distill_runner_bench_", dir=workdir) as folder:
+        audio_dir = os.path.join(folder, "audio")
+        corpus_s = make_bench_corpus(audio_dir, utterances, seconds, seed)
+        cache = os.path.join(folder, "teacher_cache")
+        _warm_up(model_config, folder, audio_dir, batch_size, seed)
+        schedule = [(build, cache)] + [(live, None), (reuse, cache)] * max(1, int(repeats))
+        times: Dict[str, List[Tuple[float, float]]] = {live: [], build: [], reuse: []}
+        batches = 1
+        for n, (name, cache_dir) in enumerate(schedule):
+            config = _runner_config(audio_dir, folder, steps, batch_size, cache_dir)
+            setup_s, train_s, batches = _time_runner(model_config, config,
+                                                     os.path.join(folder, f"exp{n}"), seed)
+            times[name].append((setup_s, train_s))
+            logger.info("%s: set-up %.1f s, %d updates in %.1f s", name, setup_s, steps, train_s)
+        cache_info = TeacherCache(cache).describe()
+    audio_s = corpus_s * steps / batches  # bucketed batches: whole epochs when steps % batches == 0
+    rows = []
+    for name in (live, build, reuse):
+        setup_s = statistics.median(t[0] for t in times[name])
+        train_s = statistics.median(t[1] for t in times[name])
+        rows.append({
+            "model": name, "setup_s": round(setup_s, 2), "train_s": round(train_s, 2),
+            "audio_s": round(audio_s, 1), "runs": len(times[name]),
+            "train_audio_s_per_s": round(audio_s / train_s, 2),
+            "wall_audio_s_per_s": round(audio_s / (setup_s + train_s), 2),
+        })
+    info.finish()
+    return {"rows": rows, "machine": info, "audio_seconds_corpus": round(corpus_s, 1), "steps": steps,
+            "repeats": max(1, int(repeats)), "cache": cache_info}
+
+
+def format_runner(result: Dict[str, Any]) -> str:
+    """Table of :func:`run_runner_bench`."""
+    lines = [
+        f"# run_pretrain end to end: {result['steps']} updates over a {result['audio_seconds_corpus']} s "
+        f"generated corpus (no crops), teacher live vs teacher cache; median of {result['repeats']} "
+        "alternating runs (build: 1 run)",
+        result["machine"].describe(),
+    ]
+    header = ["run", "set-up s", "train s", "audio s", "train audio s/s", "wall audio s/s"]
+    table = [header] + [[r["model"], f"{r['setup_s']:.1f}", f"{r['train_s']:.1f}", f"{r['audio_s']:.0f}",
+                         f"{r['train_audio_s_per_s']:.2f}", f"{r['wall_audio_s_per_s']:.2f}"]
+                        for r in result["rows"]]
+    widths = [max(len(line[i]) for line in table) for i in range(len(header))]
+    for n, line in enumerate(table):
+        lines.append("  ".join(c.ljust(widths[i]) if i == 0 else c.rjust(widths[i]) for i, c in enumerate(line)))
+        if n == 0:
+            lines.append("  ".join("-" * w for w in widths))
+    cache = result.get("cache") or {}
+    if cache:
+        lines.append(f"teacher cache: {cache['bytes'] / 2**20:.1f} MiB for {cache['audio_seconds']} s of audio, "
+                     f"{cache['bytes_per_audio_hour'] / 2**30:.2f} GiB per hour ({cache['layers']} layers x "
+                     f"{cache['dim']} dims, {cache['dtype']})")
     return "\n".join(lines)

@@ -12,6 +12,10 @@ Everything is built from typed configs: ``datarc`` -> :class:`~.config.DataConfi
 ``upstream_config`` (model YAML path, or its parsed data from a previous experiment) ->
 :class:`~s3prl_distill.distill.config.DistillConfig`. The training step itself is
 :class:`~s3prl_distill.distill.task.DistillationTask`; this class only adapts it to S3PRL.
+
+With ``datarc.teacher_cache`` set, the teacher's targets are built into (or reused from) that
+folder at construction (rank 0 builds, other ranks wait) and read from it every step instead of
+running the teacher (:mod:`s3prl_distill.pretrain.teacher_cache`, ``docs/PRETRAINING.md``).
 """
 
 from __future__ import annotations

@@ -7,8 +7,9 @@ the teacher's forward pass - more than half of a DistilHuBERT step - from every 
 Format (a folder):
 
 * ``index.json``: ``{"format": "s3prl_distill.teacher_cache", "version": 1, "layers": [4, 8, 12],
-  "dim": 768, "dtype": "float16", "rate": 320, "teacher": {...}, "entries": {id: {"shard": name,
-  "frames": T, "samples": S}}}``
+  "dim": 768, "dtype": "float16", "rate": 320, "teacher": {...describe(), "weights_sha1"},
+  "entries": {id: {"shard": name, "frames": T, "samples": S}}, "unreadable": {id: reason}}``,
+  written last and atomically (a build first removes the old index, then the old shards)
 * ``shard-00000.safetensors`` ...: tensors ``"<id>"`` of shape ``[len(layers), T, D]`` (the
   teacher's ``hidden_states[k]`` for every cached layer ``k``, valid frames only), read lazily
   through memory mapping.
@@ -17,12 +18,16 @@ Size: ``50 frames/s x 3600 s x D x len(layers) x bytes``; HuBERT Base (D = 768) 
 0.83 GB per hour of audio for DistilHuBERT's 3 layers and 3.3 GB for FitHuBERT's 12. float16
 targets differ from float32 ones by about 1e-3 relative (``dtype="float32"`` keeps them exact).
 
-Use (how a data pipeline wires it)::
+The pretraining runner uses it when ``pretrain_expert.datarc.teacher_cache`` names a folder
+(:class:`~s3prl_distill.pretrain.expert.UpstreamPretrainExpert`): :func:`cache_mismatch` decides
+reuse or rebuild, :func:`cache_dataset` builds from the training dataset, and each step passes
+``cache.batch_targets(batch["ids"])`` to ``DistillationTask.forward(..., targets=...)``.
+Direct use::
 
     write_teacher_cache(folder, teacher, ids, wavs, layers=student.target_layers)  # once
     cache = TeacherCache(folder)
     targets, lengths = cache.batch_targets(batch_ids)   # J x [B, T, D] float32, [B]
-    # ... instead of DistillationTask.teacher_targets(wavs, wav_lengths)
+    loss, records = task(wavs, wav_lengths, targets=(targets, lengths))  # teacher not run
 
 Utterances must be cached uncropped and fed uncropped (or the crop must be deterministic and the
 same as when cached); :meth:`TeacherCache.check_utterance` verifies the sample count.
