@@ -146,3 +146,31 @@ def test_training_bench_tiny():
     assert rows["ours_step+bucketing"]["padding_fraction"] < rows["ours_step"]["padding_fraction"]
     assert all(r["audio_s_per_s"] > 0 for r in rows.values())
     assert "target ours_step vs s3prl_distiller_step" in format_training(result)
+
+
+def test_nofast_variant_turns_every_fast_path_off_and_keeps_outputs():
+    from s3prl_distill.benchmark.candidates import student_candidate
+    from s3prl_distill.benchmark.variants import make_variant
+    from s3prl_distill.models import build_student
+    from s3prl_distill.models.config import CNNConfig, ConvLayerConfig, EncoderConfig, StudentConfig
+
+    spec = [(16, 10, 5), (16, 3, 2), (16, 3, 2), (16, 2, 2), (16, 2, 2), (16, 2, 2), (16, 2, 2)]
+    cfg = StudentConfig(
+        family="distilhubert", cnn=CNNConfig(layers=[ConvLayerConfig(*s) for s in spec]),
+        encoder=EncoderConfig(dim=32, ffn_dim=64, num_heads=2, num_layers=1, pos_conv_kernel=16,
+                              pos_conv_groups=4),
+    )
+    torch.manual_seed(0)
+    base = student_candidate("distilhubert", build_student(cfg))
+    plain = make_variant(base, "nofast")
+    switches = [m for m in plain.module.modules() if hasattr(m, "fast_path")]
+    kinds = {type(m).__name__ for m in switches}
+    assert {"ConvLayerBlock", "ConvolutionalPositionalEmbedding", "SelfAttention"} <= kinds
+    assert not any(m.fast_path for m in switches) and not plain.module.feature_extractor.per_utterance
+    assert all(m.fast_path for m in base.module.modules() if hasattr(m, "fast_path"))
+    wavs, lengths = make_batch((0.5, 0.3))
+    with torch.inference_mode():
+        a, b = base.run(wavs, lengths), plain.run(wavs, lengths)
+    for x, y in zip(a.hidden_states, b.hidden_states):
+        n = int(a.lengths[1])
+        assert torch.allclose(x[1, :n], y[1, :n], atol=1e-4)

@@ -8,8 +8,9 @@ A variant wraps one of our candidates without changing its weights:
 * ``bf16``: ``torch.autocast("cpu", dtype=torch.bfloat16)``; fast only on CPUs with native bf16
   (AVX512-BF16 / AMX); elsewhere it is emulated and slower. Outputs are cast back to float32.
 * ``compile``: ``torch.compile`` of the student (needs a C++ compiler; the first call compiles).
-* ``nofast``: the student with its CNN fast paths switched off (convs as GEMMs where oneDNN is
-  slow; per-utterance CNN on padded batches) - the A/B row that shows what they gain.
+* ``nofast``: the student with its inference fast paths switched off (every module's
+  ``fast_path``: channels-last GEMM CNN with the first group norm folded in, FFT positional conv,
+  cached q/k/v weights; and ``per_utterance``) - the A/B row that shows what they gain.
 
 The arithmetic is the same as the base model's, so a variant's MACs are the base's
 (``meta["macs_from"]``).
@@ -103,7 +104,7 @@ def _compile(cand: Candidate) -> Candidate:
 
 
 def _nofast(cand: Candidate) -> Candidate:
-    """The student with its CNN fast paths off (GEMM convs, per-utterance CNN): the A/B baseline."""
+    """The student with every fast path off (``fast_path``, ``per_utterance``): the A/B baseline."""
     from s3prl_distill.benchmark.candidates import student_candidate
 
     plain = copy.deepcopy(cand.module)
@@ -112,7 +113,7 @@ def _nofast(cand: Candidate) -> Candidate:
             module.fast_path = False
         if hasattr(module, "per_utterance"):
             module.per_utterance = False
-    new = student_candidate(cand.name + "-nofast", plain, note="CNN fast paths off (A/B)", kind="variant")
+    new = student_candidate(cand.name + "-nofast", plain, note="fast paths off (A/B)", kind="variant")
     new.params, new.params_with_heads = cand.params, cand.params_with_heads
     return new
 

@@ -8,6 +8,11 @@ Valid lengths are computed exactly from the conv arithmetic: ``L_out = floor((L 
 Frame ``t < L_out`` of every layer depends on valid input only, and the first layer's group norm
 uses statistics of valid frames only, so the valid frames of a padded utterance equal those of the
 same utterance alone.
+
+Inference fast path (no autograd, CPU; switch: every block's ``fast_path``): each utterance runs
+alone on its valid samples with activations [T, C] (channels last) from the waveform to the
+projection, the first group norm folded into the first conv's GEMM, GELU in place
+(:meth:`FeatureExtractor._run_channels_last`). Training runs the nn.Conv1d path.
 """
 
 from __future__ import annotations
@@ -20,8 +25,8 @@ from torch import Tensor, nn
 
 from s3prl_distill.models.config import CNNConfig
 
-__all__ = ["conv_output_lengths", "MaskedGroupNorm", "ChannelLayerNorm", "ConvLayerBlock",
-           "FeatureExtractor", "FeatureProjection"]
+__all__ = ["inference_fast_path_ok", "conv1d_channels_last", "conv_output_lengths", "MaskedGroupNorm",
+           "ChannelLayerNorm", "ConvLayerBlock", "FeatureExtractor", "FeatureProjection"]
 
 
 def conv_output_lengths(lengths: Tensor, kernel: int, stride: int) -> Tensor:
@@ -39,6 +44,67 @@ def conv_output_lengths(lengths: Tensor, kernel: int, stride: int) -> Tensor:
 def _valid_mask(lengths: Tensor, frames: int) -> Tensor:
     """[B] lengths -> [B, frames] bool, True on valid frames."""
     return torch.arange(frames, device=lengths.device)[None, :] < lengths[:, None]
+
+
+def inference_fast_path_ok(x: Tensor) -> bool:
+    """Whether the inference fast paths may run on ``x``: no autograd, CPU, no autocast.
+
+    (They compute the same function as the plain modules but are not written for autograd or
+    autocast's dtype mixing; on accelerators the plain kernels are the fast ones.)
+    """
+    return (not torch.is_grad_enabled() and x.device.type == "cpu"
+            and not torch.is_autocast_enabled("cpu"))
+
+
+# Windows of at most this many values (K * C_in) are copied out (im2col) and run as one GEMM.
+SMALL_WINDOW = 64
+
+
+def _gemm_weight(weight: Tensor) -> Tensor:
+    """Conv weight [C_out, C_in, K] -> [C_out, K * C_in], matching channels-last windows."""
+    return weight.permute(0, 2, 1).reshape(weight.shape[0], -1)
+
+
+def _windows(x: Tensor, kernel: int, stride: int, ones_column: bool = False) -> Tensor:
+    """x [T, C] contiguous -> [T', K * C] copy of every conv window (im2col).
+
+    ``ones_column=True`` appends a column of ones ([T', K * C + 1]) for a bias inside the GEMM.
+    """
+    frames, channels = x.shape
+    out = (frames - kernel) // stride + 1
+    view = x.as_strided((out, kernel * channels), (stride * channels, 1))
+    if not ones_column:
+        return view.contiguous()
+    windows = x.new_ones(out, kernel * channels + 1)
+    windows[:, :-1] = view
+    return windows
+
+
+def conv1d_channels_last(x: Tensor, weight: Tensor, bias: Optional[Tensor], stride: int) -> Tensor:
+    """Conv1d without padding on channels-last activations, kept channels last.
+
+    Small windows (the first layer's 10 samples): im2col + one GEMM; pointwise: one GEMM on the
+    (strided) rows; otherwise oneDNN's convolution on the [1, C, 1, T] NHWC view of ``x`` (its
+    output is NHWC, i.e. [T', C_out] again). Measured on this project's 2-core AVX2 CPU (10 s
+    input, interleaved, load ~4): pointwise 128 -> 256 GEMM 1.7-2.2x nn.Conv1d, first layer 1.7-2.2x
+    (with its group norm folded in, :meth:`MaskedGroupNorm.fold_into_conv`), 3-tap / 2-tap 512-
+    and 256-channel convs NHWC 0.97-1.4x; the same convs as sums of strided GEMMs were 0.86-1.25x,
+    so they are not used.
+
+    Args:
+        x (Tensor): [T, C_in] contiguous, T >= K.
+        weight (Tensor): [C_out, C_in, K]; bias: [C_out] or None.
+    Returns:
+        Tensor: [T', C_out] contiguous, ``T' = (T - K) // stride + 1``.
+    """
+    c_out, c_in, kernel = weight.shape
+    if c_in * kernel <= SMALL_WINDOW or kernel == 1:
+        rows = _windows(x, kernel, stride) if kernel > 1 or stride > 1 else x
+        w = _gemm_weight(weight).t()  # [K * C_in, C_out]
+        return torch.mm(rows, w) if bias is None else torch.addmm(bias, rows, w)
+    nhwc = weight[:, :, None, :].contiguous(memory_format=torch.channels_last)
+    y = F.conv2d(x.t()[None, :, None, :], nhwc, bias, stride=(1, stride))  # [1, C_out, 1, T']
+    return y[0, :, 0, :].t().contiguous()  # a no-op: the output is NHWC
 
 
 class MaskedGroupNorm(nn.GroupNorm):
@@ -71,6 +137,35 @@ class MaskedGroupNorm(nn.GroupNorm):
         shift = self.bias[None, :, None] - mean * scale
         return torch.addcmul(shift, x, scale)
 
+    def forward_channels_last(self, y: Tensor) -> Tensor:
+        """One utterance, every frame valid: y [T, C] -> normalised [T, C] (in place)."""
+        var, mean = torch.var_mean(y, dim=0, unbiased=False)
+        scale = torch.rsqrt(var + self.eps) * self.weight
+        return y.sub_(mean).mul_(scale).add_(self.bias)
+
+    def fold_into_conv(self, windows: Tensor, weight: Tensor, bias: Optional[Tensor]) -> Tuple[Tensor, Tensor]:
+        """Fold this norm into the conv it follows: ``GN(windows @ weight.T + bias)`` as one GEMM.
+
+        The conv output is linear in its windows, so its per-channel mean and variance over the
+        frames follow from the windows' mean and covariance (in float64):
+        ``mean = mu @ W.T + b``, ``var_c = w_c^T Cov w_c``. Then
+        ``GN(y) = windows @ (W * s).T + (beta - (mu @ W.T) * s)`` with ``s = gamma / sqrt(var + eps)``.
+
+        Args:
+            windows (Tensor): [T, K * C_in], every frame of one utterance.
+            weight (Tensor): [C_out, K * C_in] (:func:`_gemm_weight` layout); bias: [C_out] or None.
+        Returns:
+            (weight [C_out, K * C_in], bias [C_out]) of the fused GEMM, in ``windows``' dtype.
+        """
+        w64 = weight.double()
+        mu = windows.double().mean(0)  # [K * C_in]
+        centred = windows.double() - mu
+        cov = centred.t() @ centred / windows.shape[0]  # [K * C_in, K * C_in]
+        var = ((w64 @ cov) * w64).sum(1)  # [C_out]
+        scale = self.weight.double() * torch.rsqrt(var + self.eps)
+        shift = self.bias.double() - (w64 @ mu) * scale  # the conv bias cancels in y - mean
+        return (w64 * scale[:, None]).to(windows.dtype), shift.to(windows.dtype)
+
 
 class ChannelLayerNorm(nn.LayerNorm):
     """Layer norm over the channels of a [B, C, T] tensor (wav2vec 2.0 Large's conv blocks)."""
@@ -90,31 +185,36 @@ class ConvLayerBlock(nn.Module):
         self.conv = nn.Conv1d(in_channels, out_channels, kernel, stride=stride, bias=bias)
         self.layer_norm = layer_norm
 
-    # Compute the conv as plain GEMMs (a pointwise conv, and the first conv over one input
-    # channel). Same parameters, same outputs (to float rounding). Off by default: on this
-    # project's CPU (torch 2.13, 10 s input, median of 7, warm) the GEMMs were slower than
-    # nn.Conv1d: DistilHuBERT's first conv 306 vs 122 ms, FitHuBERT's first conv 34 vs 5 ms and
-    # its 128->256 pointwise conv 106 vs 50 ms (1 thread; 2 threads: 750/346, 131/80, 334/227).
-    # ``True`` switches the GEMM path on (the benchmark's A/B switch).
-    fast_path: bool = False
+    # Inference fast path (see ``FeatureExtractor``): the conv on channels-last activations
+    # (:func:`conv1d_channels_last`). ``False`` keeps this block (and so the whole stack) on nn.Conv1d (A/B switch).
+    fast_path: bool = True
 
-    def _conv(self, x: Tensor) -> Tensor:
-        """x: [B, C_in, T] -> [B, C_out, T'] (no padding)."""
+    def forward_channels_last(self, x: Tensor) -> Tensor:
+        """One utterance, every frame valid, no autograd: x [T, C_in] -> [T', C_out] (contiguous).
+
+        Conv by :func:`conv1d_channels_last`; a first-layer group norm over a small window
+        (``K * C_in <= SMALL_WINDOW``) is folded into the GEMM's weights and bias
+        (:meth:`MaskedGroupNorm.fold_into_conv`); GELU in place.
+        """
         weight, bias = self.conv.weight, self.conv.bias
-        if not self.fast_path:
-            return self.conv(x)
-        if self.kernel_size == 1 and self.stride == 1:
-            y = torch.matmul(weight[:, :, 0], x)  # [C_out, C_in] @ [B, C_in, T]
-        elif weight.shape[1] == 1 and x.shape[-1] >= self.kernel_size:
-            frames = x[:, 0].unfold(-1, self.kernel_size, self.stride)  # [B, T', K] (a view)
-            y = torch.matmul(weight[:, 0], frames.transpose(1, 2))  # [C_out, K] @ [B, K, T']
+        small = weight.shape[1] * self.kernel_size <= SMALL_WINDOW
+        if isinstance(self.layer_norm, MaskedGroupNorm) and small:
+            windows = _windows(x, self.kernel_size, self.stride, ones_column=True)  # [T', K*C_in + 1]
+            w2d, b = self.layer_norm.fold_into_conv(windows[:, :-1], _gemm_weight(weight), bias)
+            # the bias rides in the GEMM on the column of ones: no separate pass over the output
+            y = torch.mm(windows, torch.cat([w2d, b[:, None]], 1).t())
         else:
-            return self.conv(x)
-        return y if bias is None else y + bias[None, :, None]
+            y = conv1d_channels_last(x, weight, bias, self.stride)
+            if isinstance(self.layer_norm, MaskedGroupNorm):
+                y = self.layer_norm.forward_channels_last(y)
+            elif self.layer_norm is not None:  # ChannelLayerNorm: a LayerNorm over C
+                y = F.layer_norm(y, y.shape[-1:], self.layer_norm.weight, self.layer_norm.bias,
+                                 self.layer_norm.eps)
+        return torch.ops.aten.gelu_(y)
 
     def forward(self, x: Tensor, lengths: Tensor) -> Tuple[Tensor, Tensor]:
         """x: [B, C_in, T], lengths: [B] -> ([B, C_out, T'], [B] valid output frames)."""
-        x = self._conv(x)
+        x = self.conv(x)
         lengths = conv_output_lengths(lengths, self.kernel_size, self.stride)
         if self.layer_norm is not None:
             x = self.layer_norm(x, lengths)
@@ -183,15 +283,40 @@ class FeatureExtractor(nn.Module):
             wav_lengths = conv_output_lengths(wav_lengths, block.kernel_size, block.stride)
         return wav_lengths
 
+    def _channels_last_ok(self, wavs: Tensor) -> bool:
+        """The channels-last path runs when every block's ``fast_path`` is on and the inputs allow it."""
+        return inference_fast_path_ok(wavs) and all(block.fast_path for block in self.conv_layers)
+
+    def _run_channels_last(self, wavs: Tensor, wav_lengths: Tensor) -> Tuple[Tensor, Tensor]:
+        """wavs: [B, S], wav_lengths: [B] -> ([B, T, C], [B]); padded frames are 0.
+
+        Each utterance runs alone on its valid samples with activations kept [T, C] (channels
+        last) from the waveform to the projection: no work on padding, no transposes.
+        """
+        lengths = self.output_lengths(wav_lengths)
+        out = wavs.new_zeros(wavs.shape[0], int(lengths.max()), self.out_channels)
+        for b, n in enumerate(wav_lengths.tolist()):
+            y = wavs[b, :n, None]  # [S, 1]
+            for block in self.conv_layers:
+                y = block.forward_channels_last(y)
+            out[b, : y.shape[0]] = y
+        return out, lengths
+
     def forward(self, wavs: Tensor, wav_lengths: Tensor) -> Tuple[Tensor, Tensor]:
         """wavs (Tensor): [B, S] float; wav_lengths (Tensor): [B] int64 -> ([B, T, C], [B])."""
         if self.training and self.grad_mult == 0.0:
             with torch.no_grad():  # a frozen front end: no graph at all
-                x, lengths = self._run(wavs, wav_lengths)
-            return x.transpose(1, 2), lengths
-        x, lengths = self._run(wavs, wav_lengths)
+                return self._features(wavs, wav_lengths)
+        x, lengths = self._features(wavs, wav_lengths)
         if self.training and self.grad_mult != 1.0:
             x = _GradMultiply.apply(x, self.grad_mult)
+        return x, lengths
+
+    def _features(self, wavs: Tensor, wav_lengths: Tensor) -> Tuple[Tensor, Tensor]:
+        """wavs: [B, S], wav_lengths: [B] -> ([B, T, C], [B]) by the GEMM or the nn.Conv1d path."""
+        if self._channels_last_ok(wavs):
+            return self._run_channels_last(wavs, wav_lengths)
+        x, lengths = self._run(wavs, wav_lengths)
         return x.transpose(1, 2), lengths
 
     def _run(self, wavs: Tensor, wav_lengths: Tensor) -> Tuple[Tensor, Tensor]:
