@@ -98,19 +98,12 @@ def s3prl_distiller_step(
 
 def _our_step(task: nn.Module, optimizer: torch.optim.Optimizer,
               targets_fn: Optional[Callable[[Tensor, Tensor], Tuple[List[Tensor], Tensor]]] = None):
-    """Our step: ``DistillationTask`` forward (or cached targets), backward, clip, AdamW."""
-    from s3prl_distill.distill.task import align_to_shorter
+    """Our step: ``DistillationTask`` forward (teacher live, or the targets ``targets_fn`` gives,
+    e.g. cached), backward, clip, AdamW."""
 
     def step(wavs: Tensor, lengths: Tensor) -> float:
-        if targets_fn is None:
-            loss, _ = task(wavs, lengths)
-        else:
-            targets, target_lengths = targets_fn(wavs, lengths)
-            out = task.student(wavs, lengths, with_heads=True, target_frames=targets[0].shape[1])
-            preds, targets, mask = align_to_shorter(
-                list(out.predictions), out.prediction_lengths, targets, target_lengths
-            )
-            loss, _ = task.loss(preds, targets, mask)
+        targets = None if targets_fn is None else targets_fn(wavs, lengths)
+        loss, _ = task(wavs, lengths, targets=targets)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(task.student.parameters(), CLIP)
         optimizer.step()
