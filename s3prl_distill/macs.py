@@ -24,7 +24,11 @@ op                             MACs
                                ``in.numel() * C_out / groups * prod(kernel)``
 SDPA ``q[...,L,E] k[...,S,E]   ``prod(batch dims) * L * S * (E + E_v)``
 v[...,S,E_v]``
+real FFT of ``n`` points       ``n * log2(n)`` per transform (rfft and irfft; the real
+                               multiplies of a radix-2 FFT); complex FFT: twice that
 =============================  ==============================================================
+
+A product of complex operands counts 4 MACs per complex multiply-accumulate (4 real ones).
 
 Example:
     >>> import torch
@@ -122,6 +126,35 @@ def _native_mha(args, out) -> int:
     return projections + 2 * bsz * length * src * dim
 
 
+def _fft_points(x: Any, dims: Any) -> int:
+    return math.prod(_shape(x)[d] for d in dims)
+
+
+def _fft_r2c(args, out) -> int:
+    # _fft_r2c(real input, dim, normalization, onesided): n log2 n per n-point transform
+    n = _fft_points(args[0], args[1])
+    return int(args[0].numel() * math.log2(max(n, 2)))
+
+
+def _fft_c2r(args, out) -> int:
+    # _fft_c2r(complex input, dim, normalization, last_dim_size): real output of n points
+    n = _fft_points(out, args[1])
+    return int(out.numel() * math.log2(max(n, 2)))
+
+
+def _fft_c2c(args, out) -> int:
+    n = _fft_points(args[0], args[1])
+    return int(2 * args[0].numel() * math.log2(max(n, 2)))
+
+
+def _complex_factor(args) -> int:
+    """4 when the product's operands are complex (one complex MAC = 4 real MACs), else 1."""
+    return 4 if any(isinstance(a, torch.Tensor) and a.is_complex() for a in args) else 1
+
+
+_FFT_OPS = ("_fft_r2c", "_fft_c2r", "_fft_c2c")
+
+
 def _ops() -> Dict[Any, Callable[[Any, Any], int]]:
     table: Dict[Any, Callable[[Any, Any], int]] = {
         aten.mm: _mm,
@@ -142,6 +175,9 @@ def _ops() -> Dict[Any, Callable[[Any, Any], int]]:
         "_scaled_dot_product_efficient_attention": _sdpa,
         "_scaled_dot_product_cudnn_attention": _sdpa,
         "_native_multi_head_attention": _native_mha,
+        "_fft_r2c": _fft_r2c,
+        "_fft_c2r": _fft_c2r,
+        "_fft_c2c": _fft_c2c,
     }
     for name, fn in optional.items():
         packet = getattr(aten, name, None)
@@ -258,6 +294,8 @@ class MacCounter(TorchDispatchMode):
         out = func(*args, **kwargs)
         if rule is not None:
             macs = int(rule(args, out))
+            if func.overloadpacket.__name__ not in _FFT_OPS:
+                macs *= _complex_factor(args)
             self._total += macs
             self._by_op[func.overloadpacket.__name__] += macs
             if self._module is not None:

@@ -116,3 +116,26 @@ def test_format_macs():
     assert format_macs(12.34e9) == "12.3 G"
     assert format_macs(5e5) == "500.0 K"
     assert format_macs(12) == "12"
+
+
+def test_complex_products_and_ffts():
+    a = torch.randn(3, 4, dtype=torch.complex64)
+    b = torch.randn(4, 5, dtype=torch.complex64)
+    assert count_macs_fn(lambda: a @ b).total == 4 * 3 * 4 * 5  # 4 real MACs per complex MAC
+    x = torch.randn(6, 256)
+    assert count_macs_fn(lambda: torch.fft.rfft(x, dim=-1)).total == 6 * 256 * 8
+    spec = torch.fft.rfft(x, dim=-1)
+    assert count_macs_fn(lambda: torch.fft.irfft(spec, n=256, dim=-1)).total == 6 * 256 * 8
+    assert count_macs_fn(lambda: torch.fft.fft(a, dim=-1)).total == 2 * 12 * 2
+
+
+def test_fft_positional_conv_counts_far_fewer_macs_than_the_conv():
+    from s3prl_distill.models.transformer import ConvolutionalPositionalEmbedding
+
+    pos = ConvolutionalPositionalEmbedding(96, 128, 16).eval()
+    x = torch.randn(1, 500, 96)
+    fast = count_macs_fn(lambda: pos(x)).total
+    pos.fast_path = False
+    conv = count_macs_fn(lambda: pos(x)).total
+    assert conv == 501 * 96 * 6 * 128  # T + 1 outputs, the last dropped
+    assert 0 < fast < conv / 5
