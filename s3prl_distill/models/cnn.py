@@ -147,7 +147,8 @@ class MaskedGroupNorm(nn.GroupNorm):
         """Fold this norm into the conv it follows: ``GN(windows @ weight.T + bias)`` as one GEMM.
 
         The conv output is linear in its windows, so its per-channel mean and variance over the
-        frames follow from the windows' mean and covariance (in float64):
+        frames follow from the windows' mean and covariance (centred; the small products in
+        float64):
         ``mean = mu @ W.T + b``, ``var_c = w_c^T Cov w_c``. Then
         ``GN(y) = windows @ (W * s).T + (beta - (mu @ W.T) * s)`` with ``s = gamma / sqrt(var + eps)``.
 
@@ -158,9 +159,10 @@ class MaskedGroupNorm(nn.GroupNorm):
             (weight [C_out, K * C_in], bias [C_out]) of the fused GEMM, in ``windows``' dtype.
         """
         w64 = weight.double()
-        mu = windows.double().mean(0)  # [K * C_in]
-        centred = windows.double() - mu
-        cov = centred.t() @ centred / windows.shape[0]  # [K * C_in, K * C_in]
+        mu = windows.mean(0)  # [K * C_in]
+        centred = windows - mu
+        cov = (centred.t() @ centred).double() / windows.shape[0]  # [K * C_in, K * C_in]
+        mu = mu.double()
         var = ((w64 @ cov) * w64).sum(1)  # [C_out]
         scale = self.weight.double() * torch.rsqrt(var + self.eps)
         shift = self.bias.double() - (w64 @ mu) * scale  # the conv bias cancels in y - mean
