@@ -133,14 +133,77 @@ def test_ct2_folder_equals_pt_and_round_trips(tmp_path):
     assert ct2.describe()["source"] == "whisper_ct2" and ct2.describe()["path"] == folder
 
 
-def test_frozen_and_no_student_init(tmp_path):
+def _whisper_student_cfg(num_layers=2, **encoder):
+    from s3prl_distill.config import from_dict
+    from s3prl_distill.models.config import StudentConfig
+
+    enc = {"dim": TINY.dim, "ffn_dim": 4 * TINY.dim, "num_heads": TINY.num_heads, "num_layers": num_layers,
+           "layer_norm_first": True, "pos_conv_kernel": 0, "sinusoidal_positions": True,
+           "feature_projection": False, "dropout": 0.0, "attention_dropout": 0.0, "activation_dropout": 0.0}
+    enc.update(encoder)
+    return from_dict(StudentConfig, {
+        "front_end": "log_mel",
+        "log_mel": {"n_mels": 80, "layers": [{"channels": TINY.dim, "kernel": 3, "stride": 1},
+                                             {"channels": TINY.dim, "kernel": 3, "stride": 2}]},
+        "encoder": enc, "teacher_dim": TINY.dim, "teacher_layers": TINY.num_layers,
+        "heads": [{"student_layer": num_layers, "teacher_layer": TINY.num_layers, "type": "mlp"}]})
+
+
+def _sinusoid_state(seed=0):
+    """A tiny Whisper whose stored positions are the sinusoids (as every real Whisper's are)."""
+    from s3prl_distill.models.positions import sinusoids
+
+    state = _tiny_state(seed)
+    state["positional_embedding"] = sinusoids(TINY.n_ctx, TINY.dim)
+    return state
+
+
+def test_frozen(tmp_path):
     teacher = build_teacher({"source": "whisper_pt", "path": _save_pt(tmp_path, _tiny_state())})
     teacher.train()
     wavs, lengths = padded_batch(LENGTHS)
     one, two = teacher(wavs, lengths), teacher(wavs, lengths)
     assert not teacher.training and all(torch.equal(x, y) for x, y in zip(one.hidden_states, two.hidden_states))
-    with pytest.raises(TeacherError, match="cannot initialise a student"):
-        teacher.student_init_state(1)
+
+
+@pytest.mark.parametrize("num_layers", [1, 2])
+def test_student_init_copies_front_end_and_blocks(tmp_path, num_layers):
+    """DistilHuBERT's initialisation for a Whisper teacher: the student reproduces the teacher's
+    first hidden states (and all of them, final LayerNorm included, when every block is copied)."""
+    from s3prl_distill.distill.config import InitConfig
+    from s3prl_distill.distill.init import init_student_from_teacher
+    from s3prl_distill.models import build_student
+
+    teacher = build_teacher({"source": "whisper_pt", "path": _save_pt(tmp_path, _sinusoid_state(), half=False)})
+    student = build_student(_whisper_student_cfg(num_layers)).eval()
+    copied = init_student_from_teacher(student, teacher, InitConfig(from_teacher=True, num_layers=num_layers))
+    assert "feature_extractor.convs.1.weight" in copied
+    assert ("encoder.transformer.layer_norm.weight" in copied) == (num_layers == TINY.num_layers)
+    wavs, lengths = padded_batch(LENGTHS)
+    ours, ref = student(wavs, lengths, with_heads=False), teacher(wavs, lengths)
+    assert ours.lengths.tolist() == ref.lengths.tolist() == [25, 20, 16]
+    compare = range(num_layers + 1) if num_layers == TINY.num_layers else range(num_layers)
+    for i in compare:  # the last copied block is followed by the student's own final LayerNorm
+        for b in range(len(LENGTHS)):
+            assert_valid_close([ours.hidden_states[i]], ours.lengths, [ref.hidden_states[i][b:b + 1]], b)
+
+
+def test_student_init_refuses_students_not_shaped_like_whisper(tmp_path):
+    from s3prl_distill.distill.config import InitConfig
+    from s3prl_distill.distill.init import init_student_from_teacher
+    from s3prl_distill.models import build_student
+
+    teacher = build_teacher({"source": "whisper_pt", "path": _save_pt(tmp_path, _tiny_state())})
+    init = InitConfig(from_teacher=True, num_layers=1)
+    for change, key in [({"layer_norm_first": False}, "encoder.layer_norm_first"),
+                        ({"num_heads": 2}, "encoder.num_heads"),
+                        ({"sinusoidal_positions": False, "pos_conv_kernel": 8, "pos_conv_groups": 4},
+                         "encoder.sinusoidal_positions")]:
+        student = build_student(_whisper_student_cfg(1, **change))
+        with pytest.raises(TeacherError, match=key):
+            init_student_from_teacher(student, teacher, init)
+    with pytest.raises(TeacherError, match="num_layers must lie in"):
+        teacher.student_init_state(3)
 
 
 def test_errors(tmp_path, monkeypatch):

@@ -42,6 +42,9 @@ def init_student_from_teacher(student: nn.Module, teacher: nn.Module, init_cfg) 
     """Apply ``init_cfg`` (:class:`~s3prl_distill.distill.config.InitConfig`); returns copied keys."""
     if not init_cfg.from_teacher:
         return []
+    check = getattr(teacher, "check_student_fits", None)  # teachers whose copy needs more than shapes
+    if callable(check) and hasattr(student, "config"):
+        check(student.config)
     state = teacher.student_init_state(init_cfg.num_layers)
     # a student without the CNN-feature LayerNorm (S3PRL's DistilHuBERT layout) takes the
     # teacher's projection alone, as S3PRL's DistilHuBERT initialisation did

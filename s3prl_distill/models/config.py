@@ -32,6 +32,7 @@ from s3prl_distill.config import ConfigError
 __all__ = [
     "ConvLayerConfig",
     "CNNConfig",
+    "LogMelFrontEndConfig",
     "EncoderConfig",
     "HeadConfig",
     "StudentConfig",
@@ -106,12 +107,57 @@ class CNNConfig:
 
 
 @dataclass
+class LogMelFrontEndConfig:
+    """Log-mel front end (Whisper's): log-mel frames [B, n_mels, F] at 10 ms -> 1-D convs ->
+    [B, T, C_last], GELU after every conv.
+
+    The log-mel is Whisper's (:mod:`s3prl_distill.models.log_mel`, per utterance on its valid
+    samples). Each conv has "same" padding ``kernel // 2`` (odd kernels only), so a layer of stride
+    ``s`` maps ``F`` frames to ``ceil(F / s)``. Whisper's encoder front end is
+    ``[(D, 3, 1), (D, 3, 2)]``: 20 ms frames, the rate of HuBERT's waveform CNN.
+    """
+
+    n_mels: int = 80
+    layers: List[ConvLayerConfig] = field(default_factory=lambda: _layers([(384, 3, 1), (384, 3, 2)]))
+
+    def validate(self) -> None:
+        if self.n_mels < 1:
+            raise ConfigError(f"n_mels must be >= 1, got {self.n_mels}")
+        if not self.layers:
+            raise ConfigError("layers: at least one conv layer is needed")
+        for i, layer in enumerate(self.layers):
+            if layer.kernel % 2 == 0:
+                raise ConfigError(f"layers[{i}].kernel must be odd ('same' padding), got {layer.kernel}")
+
+    @property
+    def stride(self) -> int:
+        """Samples per output frame: the 160-sample hop times the conv strides."""
+        from s3prl_distill.models.log_mel import HOP_LENGTH
+
+        out = HOP_LENGTH
+        for layer in self.layers:
+            out *= layer.stride
+        return out
+
+    @property
+    def receptive_field(self) -> int:
+        """The shortest input in samples (the log-mel's minimum; "same" padding needs no more)."""
+        from s3prl_distill.models.log_mel import MIN_SAMPLES
+
+        return MIN_SAMPLES
+
+
+@dataclass
 class EncoderConfig:
     """Transformer encoder: ``num_layers`` layers of width ``dim``, FFN width ``ffn_dim``.
 
     ``layer_norm_first``: False = post-LN (HuBERT / wav2vec 2.0 Base), True = pre-LN (Large, WavLM).
     ``pos_conv_kernel`` / ``pos_conv_groups``: the convolutional positional embedding
     (128 / 16 in HuBERT; kernel 0 disables it).
+    ``sinusoidal_positions``: add Whisper's sinusoidal positions to the transformer input instead
+    (needs ``pos_conv_kernel: 0``; computed for any length, so no 30 s limit).
+    ``feature_projection``: False feeds the front end's output to the transformer as it is (Whisper:
+    its second conv already has width D; needs front-end channels == ``dim``).
     """
 
     dim: int = 768
@@ -128,8 +174,17 @@ class EncoderConfig:
     # LayerNorm on the CNN features before the projection: HuBERT / wav2vec 2.0 (fairseq,
     # torchaudio) have it; S3PRL's DistillerModel (the published DistilHuBERT) does not.
     feature_layer_norm: bool = True
+    sinusoidal_positions: bool = False
+    feature_projection: bool = True
 
     def validate(self) -> None:
+        if self.sinusoidal_positions and self.pos_conv_kernel:
+            raise ConfigError(
+                f"sinusoidal_positions: true needs pos_conv_kernel: 0 (got {self.pos_conv_kernel}): "
+                "choose one positional embedding"
+            )
+        if self.sinusoidal_positions and self.dim % 2:
+            raise ConfigError(f"sinusoidal_positions need an even dim, got {self.dim}")
         for key in ("dim", "ffn_dim", "num_heads"):
             if getattr(self, key) < 1:
                 raise ConfigError(f"{key} must be >= 1, got {getattr(self, key)}")
@@ -181,6 +236,8 @@ class StudentConfig:
 
     ``family``: which published design this follows (``distilhubert``, ``fithubert``, ``custom``);
     the S3PRL entries ``distilhubert_local`` / ``fithubert_local`` accept only their family.
+    ``front_end``: ``cnn`` = the waveform CNN of ``cnn`` (HuBERT, wav2vec 2.0, FitHuBERT), or
+    ``log_mel`` = the log-mel convs of ``log_mel`` (Whisper's front end, for Whisper teachers).
     ``time_reduction``: stride k of the time-reduction conv before the transformer (1 = none).
     ``teacher_dim`` / ``teacher_layers``: width and depth of the teacher the heads predict.
     ``keep_heads``: keep the heads after distillation (``drop_heads`` is then a no-op).
@@ -196,7 +253,9 @@ class StudentConfig:
     """
 
     family: Literal["distilhubert", "fithubert", "custom"] = "custom"
+    front_end: Literal["cnn", "log_mel"] = "cnn"
     cnn: CNNConfig = field(default_factory=CNNConfig)
+    log_mel: LogMelFrontEndConfig = field(default_factory=LogMelFrontEndConfig)
     encoder: EncoderConfig = field(default_factory=EncoderConfig)
     time_reduction: int = 1
     heads: List[HeadConfig] = field(default_factory=list)
@@ -208,6 +267,11 @@ class StudentConfig:
     layer0: Literal["transformer_input", "projection"] = "transformer_input"
 
     def validate(self) -> None:
+        if not self.encoder.feature_projection and self.front_end_channels != self.encoder.dim:
+            raise ConfigError(
+                f"encoder.feature_projection: false needs the front end's last layer to have "
+                f"encoder.dim ({self.encoder.dim}) channels, got {self.front_end_channels}"
+            )
         if self.time_reduction < 1:
             raise ConfigError(f"time_reduction: stride must be >= 1, got {self.time_reduction}")
         if self.teacher_dim < 1:
@@ -266,9 +330,25 @@ class StudentConfig:
                 )
 
     @property
+    def front_end_stride(self) -> int:
+        """Samples per frame of the front end's output (and of the heads' predictions)."""
+        return self.log_mel.stride if self.front_end == "log_mel" else self.cnn.stride
+
+    @property
+    def front_end_receptive_field(self) -> int:
+        """The shortest input in samples."""
+        return self.log_mel.receptive_field if self.front_end == "log_mel" else self.cnn.receptive_field
+
+    @property
+    def front_end_channels(self) -> int:
+        """Channels of the front end's output."""
+        spec = self.log_mel if self.front_end == "log_mel" else self.cnn
+        return spec.layers[-1].channels
+
+    @property
     def downsample_rate(self) -> int:
         """Samples per frame of the transformer layers."""
-        return self.cnn.stride * self.time_reduction
+        return self.front_end_stride * self.time_reduction
 
 
 @dataclass

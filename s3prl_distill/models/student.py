@@ -4,8 +4,10 @@ Forward path (shapes for a batch of B waveforms of S samples, valid lengths expl
 
     wavs [B, S], wav_lengths [B]
       feature_extractor          -> [B, T, C]           cnn_lengths [B]  (rate = CNN stride, 320)
-      encoder.feature_projection -> [B, T, D]
-      padded frames set to 0, encoder.transformer.pos_conv_embed (x + conv), layer_norm (post-LN)
+                                    (waveform CNN, or log-mel + convs: ``front_end: log_mel``)
+      encoder.feature_projection -> [B, T, D]          (or none: ``feature_projection: false``)
+      padded frames set to 0, encoder.transformer.pos_conv_embed (x + conv) or sinusoidal
+      positions, layer_norm (post-LN)
       time_reduction (stride k)  -> [B, ceil(T/k), D]   lengths [B]      (rate = 320 k)
       layer 0 = this; encoder.transformer.layers[i]     -> layer i, [B, T_enc, D]
       heads[j](layer s_j)        -> prediction j [B, T_teacher, D_teacher]
@@ -42,6 +44,8 @@ from torch import Tensor, nn
 from s3prl_distill.models.cnn import FeatureExtractor, FeatureProjection
 from s3prl_distill.models.config import StudentConfig
 from s3prl_distill.models.heads import build_head
+from s3prl_distill.models.log_mel_front_end import LogMelFrontEnd
+from s3prl_distill.models.positions import sinusoids
 from s3prl_distill.models.time_reduction import TimeReduction
 from s3prl_distill.models.transformer import (
     ConvolutionalPositionalEmbedding,
@@ -79,8 +83,10 @@ class _Encoder(nn.Module):
     def __init__(self, cfg: StudentConfig, in_channels: int):
         super().__init__()
         enc = cfg.encoder
-        self.feature_projection = FeatureProjection(
-            in_channels, enc.dim, enc.feature_dropout, layer_norm=enc.feature_layer_norm
+        self.feature_projection = (
+            FeatureProjection(in_channels, enc.dim, enc.feature_dropout, layer_norm=enc.feature_layer_norm)
+            if enc.feature_projection
+            else nn.Dropout(enc.feature_dropout)
         )
         self.transformer = _Transformer(cfg)
 
@@ -123,7 +129,10 @@ class Student(nn.Module):
     def __init__(self, cfg: StudentConfig):
         super().__init__()
         self.config = cfg
-        self.feature_extractor = FeatureExtractor(cfg.cnn, cfg.feature_grad_mult)
+        self.feature_extractor = (
+            LogMelFrontEnd(cfg.log_mel, cfg.feature_grad_mult) if cfg.front_end == "log_mel"
+            else FeatureExtractor(cfg.cnn, cfg.feature_grad_mult)
+        )
         self.encoder = _Encoder(cfg, self.feature_extractor.out_channels)
         self.time_reduction = (
             TimeReduction(cfg.encoder.dim, cfg.time_reduction) if cfg.time_reduction > 1 else None
@@ -154,18 +163,18 @@ class Student(nn.Module):
     def downsample_rate(self) -> int:
         """Samples per frame of ``hidden_states`` (the true rate S3PRL is told)."""
         if self.hidden_states_layout == "heads":
-            return self.config.cnn.stride
+            return self.config.front_end_stride
         return self.config.downsample_rate
 
     @property
     def cnn_rate(self) -> int:
-        """Samples per frame of the CNN output and of the predictions (the teacher's rate)."""
-        return self.config.cnn.stride
+        """Samples per frame of the front end's output and of the predictions (the teacher's rate)."""
+        return self.config.front_end_stride
 
     @property
     def receptive_field(self) -> int:
         """Minimum input length in samples."""
-        return self.config.cnn.receptive_field
+        return self.config.front_end_receptive_field
 
     @property
     def num_hidden_states(self) -> int:
@@ -242,6 +251,8 @@ class Student(nn.Module):
         x = _zero_padding(x, cnn_lengths)
         if tr.pos_conv_embed is not None:
             x = tr.pos_conv_embed(x)
+        if self.config.encoder.sinusoidal_positions:
+            x = x + sinusoids(x.shape[1], x.shape[2], device=x.device).to(x.dtype)
         if not self.config.encoder.layer_norm_first:
             x = tr.layer_norm(x)
         x = tr.dropout(x)

