@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import re
 import types
 import typing
 from typing import Any, Dict, Mapping, Optional, Type, TypeVar, Union
@@ -76,6 +77,10 @@ def _type_name(tp: Any) -> str:
     return str(tp).replace("typing.", "")
 
 
+# scientific notation without a dot (1e-4, 5E+3) that YAML 1.1 leaves as a string
+_YAML11_FLOAT = re.compile(r"^[-+]?(\d+\.?\d*|\.\d+)[eE][-+]?\d+$")
+
+
 def _convert(tp: Any, value: Any, where: str) -> Any:
     """Check ``value`` against type annotation ``tp`` and convert containers/dataclasses."""
     if tp is Any:
@@ -123,6 +128,8 @@ def _convert(tp: Any, value: Any, where: str) -> Any:
     if dataclasses.is_dataclass(tp):
         return from_dict(tp, value, where=where)
     if tp is float:
+        if isinstance(value, str) and _YAML11_FLOAT.match(value.strip()):
+            return float(value)  # PyYAML (YAML 1.1) reads `lr: 1e-4` as the string '1e-4'
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise ConfigError(f"{where}: expected a number, got {value!r}")
         return float(value)

@@ -56,6 +56,8 @@ def test_builds_nested_and_converts_containers():
         ({"name": "x", "inner": {"dim": 3}, "flag": "yes"}, "s.flag: expected true or false"),
         ({"name": "x", "inner": {"dim": 0}}, "s.inner: dim: must be positive"),
         ({"name": "x", "inner": {"dim": 3}, "extra": {"a": "b"}}, "s.extra: expected"),
+        ({"name": "x", "inner": {"dim": 3, "rate": "fast"}}, "s.inner.rate: expected a number"),
+        ({"name": "x", "inner": {"dim": 3, "rate": "1e-4x"}}, "s.inner.rate: expected a number"),
     ],
 )
 def test_errors_name_location(data, message):
@@ -80,6 +82,15 @@ def test_yaml_files(tmp_path):
         load_yaml(listy)
     with pytest.raises(ConfigError, match="config file not found"):
         load_yaml(tmp_path / "missing.yaml")
+
+
+def test_yaml11_scientific_floats_are_numbers(tmp_path):
+    """PyYAML reads `rate: 1e-4` (no dot) as a string; a float field takes it as the number."""
+    path = tmp_path / "sci.yaml"
+    path.write_text("s:\n  name: x\n  inner: {dim: 2, rate: 1e-4}\n  extra: {a: 5E+3, b: -.5e2}\n")
+    assert load_yaml(path)["s"]["inner"]["rate"] == "1e-4"
+    cfg = load_section(Outer, path, "s")
+    assert cfg.inner.rate == 1e-4 and cfg.extra == {"a": 5000.0, "b": -50.0}
 
 
 def test_yaml_never_constructs_python_objects(tmp_path):
