@@ -121,7 +121,7 @@ def test_bench_quick_cli_writes_rows(tmp_path, capsys):
                  "--json", str(out)])
     assert code == 0
     text = capsys.readouterr().out
-    assert "load avg" in text and "threads" in text and "MAC-ratio limit" in text
+    assert "load avg" in text and "threads" in text and "MAC ratio" in text
     rows = json.loads(out.read_text())
     inference = {r["model"]: r for r in rows if r["section"] == "inference"}
     for name in ("teacher", "s3prl_distiller", "s3prl_distiller+heads", "distilhubert@s3prl",

@@ -4,7 +4,8 @@ For each input setting (batch 1 at 2 s / 10 s / 30 s and a padded batch of mixed
 candidates are timed interleaved (:func:`~s3prl_distill.benchmark.timing.time_interleaved`) after a
 warm-up; each median is reported with its ratio to the teacher's median of the *same* setting.
 MACs are counted on the 10 s input (or the first setting run when 10 s is not; ``macs_setting``
-says which) (:mod:`s3prl_distill.macs`); their ratio to the teacher's is the arithmetic limit of
+says which) (:mod:`s3prl_distill.macs`); their ratio to the teacher's is the speed-up at equal MACs
+per second (not a hard limit: implementations differ in MACs per second), printed beside
 the speed-up.
 """
 

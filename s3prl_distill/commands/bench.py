@@ -25,7 +25,8 @@ HELP = "benchmark students vs the teacher and S3PRL's distiller (speed, MACs, me
 
 PAPER_NOTES = (
     "reference speed-ups vs HuBERT Base: DistilHuBERT paper 1.73x (4 CPUs, batch 1), "
-    "FitHuBERT paper 2.8x; the MAC ratio is the arithmetic limit"
+    "FitHuBERT paper 2.8x; the MAC ratio is the speed-up at equal MACs per second (a model whose "
+    "MACs run faster than the baseline's beats it)"
 )
 
 
