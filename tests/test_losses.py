@@ -166,3 +166,23 @@ def test_fithubert_random_hints_per_epoch():
         FitHuBERTLoss(layers, random_hints=5)
     with pytest.raises(ConfigError, match="random_hints"):
         from_dict(LossConfig, {"type": "distilhubert", "random_hints": 2})
+
+
+@pytest.mark.parametrize("kind", ["distilhubert", "fithubert"])
+def test_target_norm_layer_norm_ignores_target_offset_and_scale(kind):
+    """With ``target_norm: layer_norm`` a target shifted by a per-frame constant and scaled gives
+    the same loss as the normalised target itself (what a pre-LN teacher's offsets would do)."""
+    gen = torch.Generator().manual_seed(0)
+    preds = [torch.randn(2, 5, 8, generator=gen) for _ in range(2)]
+    targets = [torch.randn(2, 5, 8, generator=gen) for _ in range(2)]
+    mask = torch.ones(2, 5, dtype=torch.bool)
+    cfg = from_dict(LossConfig, {"type": kind, "target_norm": "layer_norm"}, where="m.yaml: loss")
+    loss = build_loss(cfg, [2, 4])
+    moved = [3.0 * t + 40.0 for t in targets]
+    normed = [torch.nn.functional.layer_norm(t, (8,)) for t in targets]
+    assert torch.allclose(loss(preds, moved, mask)[0], loss(preds, targets, mask)[0], atol=1e-4)
+    plain = build_loss(from_dict(LossConfig, {"type": kind}, where="m.yaml: loss"), [2, 4])
+    assert torch.allclose(loss(preds, targets, mask)[0], plain(preds, normed, mask)[0], atol=1e-5)
+    assert not torch.allclose(plain(preds, moved, mask)[0], plain(preds, targets, mask)[0])
+    with pytest.raises(ConfigError, match="loss.target_norm"):
+        from_dict(LossConfig, {"target_norm": "batch_norm"}, where="m.yaml: loss")

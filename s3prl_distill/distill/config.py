@@ -39,12 +39,16 @@ class LossConfig:
 
     ``distilhubert``: sum over heads of L1 + cos_weight * -log sigmoid(cos).
     ``fithubert``: MSE(last head) + hint_weight * sum MSE(other heads).
+    ``target_norm``: ``layer_norm`` normalises each teacher target frame (no affine) before the
+    distance, for pre-LN teachers whose intermediate states carry large offsets (Whisper);
+    ``none`` (default) is the papers' setting.
     """
 
     type: Literal["distilhubert", "fithubert"] = "distilhubert"
     cos_weight: float = 1.0
     hint_weight: float = 0.1
     random_hints: Optional[int] = None
+    target_norm: Literal["none", "layer_norm"] = "none"
 
     def validate(self) -> None:
         if self.random_hints is not None:

@@ -22,6 +22,13 @@ DistilHuBERT (Chang et al., 2022, Eq. 1), per predicted teacher layer l:
 FitHuBERT (Lee et al., 2022, Eqs. 1-3), with the last head predicting the teacher's last layer:
     total = MSE(last head) + hint_weight * sum_{other heads} MSE(hint)       (hint_weight = 0.1)
     MSE = mean_{t valid, d} (h_td - h^_td)^2
+
+``target_norm: layer_norm`` (not in either paper; default ``none``) normalises every target frame
+over its D dims without affine parameters before the distance. The papers' teachers are post-LN
+(HuBERT Base), so their hidden states are already layer-normalised; a pre-LN teacher's (Whisper,
+WavLM/HuBERT Large, wav2vec 2.0 Large) intermediate states are the raw residual stream, whose
+large constant offsets dominate L1, MSE and cosine alike and let a student lower the loss by
+predicting the offset instead of the content.
 """
 
 from __future__ import annotations
@@ -40,6 +47,7 @@ __all__ = [
     "l1_per_frame",
     "mse_per_frame",
     "neg_log_sigmoid_cos_per_frame",
+    "normalize_target",
     "DistilHuBERTLoss",
     "FitHuBERTLoss",
     "build_loss",
@@ -77,6 +85,16 @@ def neg_log_sigmoid_cos_per_frame(pred: Tensor, target: Tensor) -> Tensor:
     return F.softplus(-cos)
 
 
+def normalize_target(target: Tensor, mode: str) -> Tensor:
+    """``mode`` ``layer_norm``: LayerNorm without affine over the last dim ([B, T, D] -> same);
+    ``none``: unchanged. Padded (all-zero) frames stay zero."""
+    if mode == "none":
+        return target
+    if mode == "layer_norm":
+        return F.layer_norm(target, target.shape[-1:])
+    raise ValueError(f"target_norm must be 'none' or 'layer_norm', got {mode!r}")
+
+
 def _check_inputs(name: str, predictions: Sequence[Tensor], targets: Sequence[Tensor],
                   mask: Tensor, expected: int) -> None:
     if len(predictions) != expected or len(targets) != expected:
@@ -105,6 +123,7 @@ class DistilHuBERTLoss(nn.Module):
     Args:
         target_layers: teacher layer predicted by each head, in head order (names the terms).
         cos_weight: lambda of Eq. 1 (1.0 in the paper; 0 gives the "L1 only" ablation).
+        target_norm: ``none`` or ``layer_norm`` (see the module docstring).
 
     Example:
         >>> loss = DistilHuBERTLoss([4, 8, 12])
@@ -114,8 +133,10 @@ class DistilHuBERTLoss(nn.Module):
         ['cos/layer12', 'cos/layer4', 'cos/layer8']
     """
 
-    def __init__(self, target_layers: Sequence[int], cos_weight: float = 1.0):
+    def __init__(self, target_layers: Sequence[int], cos_weight: float = 1.0, target_norm: str = "none"):
         super().__init__()
+        normalize_target(torch.zeros(1, 1), target_norm)  # reject a bad mode now
+        self.target_norm = target_norm
         if len(target_layers) == 0:
             raise ValueError("DistilHuBERTLoss needs at least one target layer")
         if cos_weight < 0:
@@ -130,7 +151,7 @@ class DistilHuBERTLoss(nn.Module):
         terms: Dict[str, Tensor] = {}
         total = predictions[0].new_zeros(())
         for layer, pred, target in zip(self.target_layers, predictions, targets):
-            pred, target = pred.float(), target.float()
+            pred, target = pred.float(), normalize_target(target.float(), self.target_norm)
             l1 = masked_mean(l1_per_frame(pred, target), mask)
             cos = masked_mean(neg_log_sigmoid_cos_per_frame(pred, target), mask)
             layer_loss = l1 + self.cos_weight * cos
@@ -155,11 +176,14 @@ class FitHuBERTLoss(nn.Module):
             Unselected hints are weighted 0 (their heads stay in the graph, so data-parallel
             training sees every parameter every step); their MSEs are still reported.
         seed: seed of the hint draws.
+        target_norm: ``none`` or ``layer_norm`` (see the module docstring).
     """
 
     def __init__(self, target_layers: Sequence[int], hint_weight: float = 0.1,
-                 random_hints: Optional[int] = None, seed: int = 0):
+                 random_hints: Optional[int] = None, seed: int = 0, target_norm: str = "none"):
         super().__init__()
+        normalize_target(torch.zeros(1, 1), target_norm)  # reject a bad mode now
+        self.target_norm = target_norm
         if len(target_layers) == 0:
             raise ValueError("FitHuBERTLoss needs at least one target layer")
         if hint_weight < 0:
@@ -192,7 +216,8 @@ class FitHuBERTLoss(nn.Module):
         terms: Dict[str, Tensor] = {}
         mses = []
         for layer, pred, target in zip(self.target_layers, predictions, targets):
-            mse = masked_mean(mse_per_frame(pred.float(), target.float()), mask)
+            target = normalize_target(target.float(), self.target_norm)
+            mse = masked_mean(mse_per_frame(pred.float(), target), mask)
             terms[f"mse/layer{layer}"] = mse
             mses.append(mse)
         feat = mses[-1]
@@ -208,8 +233,8 @@ class FitHuBERTLoss(nn.Module):
 def build_loss(cfg, target_layers: Sequence[int], seed: int = 0) -> nn.Module:
     """The loss module for ``cfg`` (:class:`s3prl_distill.distill.config.LossConfig`)."""
     if cfg.type == "distilhubert":
-        return DistilHuBERTLoss(target_layers, cos_weight=cfg.cos_weight)
+        return DistilHuBERTLoss(target_layers, cos_weight=cfg.cos_weight, target_norm=cfg.target_norm)
     if cfg.type == "fithubert":
         return FitHuBERTLoss(target_layers, hint_weight=cfg.hint_weight,
-                             random_hints=cfg.random_hints, seed=seed)
+                             random_hints=cfg.random_hints, seed=seed, target_norm=cfg.target_norm)
     raise ValueError(f"unknown loss type {cfg.type!r}; expected 'distilhubert' or 'fithubert'")
