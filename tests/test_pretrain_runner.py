@@ -222,3 +222,41 @@ def test_epoch_based_run_length(setup):
     # 3 epochs x 4 batches / 3 accumulated = 4 updates; they end on the last batch of epoch 2
     assert ckpt["step"] == 4 and ckpt["training"]["total_steps"] == 4
     assert ckpt["data_state"]["epoch"] == 2 and ckpt["data_state"]["batches_done"] == 4
+
+
+def test_head_lr_puts_heads_in_their_own_group(setup):
+    """optimizer.head_lr: the heads train at their own peak rate, scheduled like the body."""
+    from s3prl_distill.config import from_dict
+    from s3prl_distill.pretrain.config import OptimizerConfig
+    from s3prl_distill.pretrain.trainer import build_optimizer, build_scheduler, param_groups
+    from s3prl_distill.pretrain.config import SchedulerConfig
+
+    net = torch.nn.ModuleDict({"heads": torch.nn.Linear(2, 2), "body": torch.nn.Linear(2, 2)})
+    cfg = from_dict(OptimizerConfig, {"lr": 1e-4, "head_lr": 2e-3}, where="r.yaml: optimizer")
+    groups = param_groups(cfg, net.named_parameters())
+    assert [len(g["params"]) for g in groups] == [2, 2]
+    assert all(p is q for p, q in zip(groups[1]["params"], net["heads"].parameters()))
+    opt = build_optimizer(cfg, groups)
+    sched = build_scheduler(SchedulerConfig(warmup_proportion=0.5), opt, total_steps=4)
+    opt.step()
+    sched.step()
+    assert [g["lr"] for g in opt.param_groups] == pytest.approx([0.5e-4, 1e-3])
+    plain = from_dict(OptimizerConfig, {"lr": 1e-4}, where="r.yaml: optimizer")
+    assert len(param_groups(plain, net.named_parameters())) == 1
+    with pytest.raises(ConfigError, match="head_lr"):
+        from_dict(OptimizerConfig, {"head_lr": 0.0}, where="r.yaml: optimizer")
+    with pytest.raises(ConfigError, match="no prediction heads"):
+        param_groups(cfg, net["body"].named_parameters())
+
+
+def test_head_lr_run_and_resume(setup):
+    tmp_path, teacher = setup
+    model = model_yaml(tmp_path, teacher, "distilhubert")
+    runner = runner_config(tmp_path, tmp_path / "audio", total_steps=4, save_step=2, max_keep=2)
+    data = yaml.safe_load(Path(runner).read_text())
+    data["optimizer"]["head_lr"] = 1e-3
+    Path(runner).write_text(yaml.safe_dump(data))
+    final = run(_args(tmp_path, model, runner))
+    ckpt = safe_load(final)
+    assert len(ckpt["optimizer"]["param_groups"]) == 2
+    assert ckpt["optimizer"]["param_groups"][1]["initial_lr"] == pytest.approx(1e-3)

@@ -171,7 +171,14 @@ class RunnerSection:
 
 @dataclass
 class OptimizerConfig:
-    """``TorchOptim`` + ``torch_optim_name`` (Adam, AdamW, ...) as in S3PRL, or ``Adam``/``AdamW``."""
+    """``TorchOptim`` + ``torch_optim_name`` (Adam, AdamW, ...) as in S3PRL, or ``Adam``/``AdamW``.
+
+    ``head_lr``: peak learning rate of the prediction heads (null: ``lr``, the papers' setting).
+    A student copied from its teacher starts with random heads; until they fit, their gradients
+    push the copied layers around at the full rate (Adam normalises step sizes), which undoes the
+    copy in a short run. A faster head rate (e.g. 10 x ``lr``) lets the heads catch up first.
+    The schedule scales both rates alike.
+    """
 
     name: Literal["TorchOptim", "Adam", "AdamW"] = "TorchOptim"
     torch_optim_name: Optional[Literal["Adam", "AdamW", "SGD"]] = "Adam"
@@ -179,10 +186,13 @@ class OptimizerConfig:
     betas: Tuple[float, float] = (0.9, 0.999)
     eps: float = 1.0e-8
     weight_decay: float = 0.0
+    head_lr: Optional[float] = None
 
     def validate(self) -> None:
         if self.lr <= 0:
             raise ConfigError(f"lr: expected > 0, got {self.lr}")
+        if self.head_lr is not None and self.head_lr <= 0:
+            raise ConfigError(f"head_lr: expected > 0 or null, got {self.head_lr}")
 
     @property
     def torch_class(self) -> str:

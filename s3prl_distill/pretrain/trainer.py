@@ -39,6 +39,7 @@ import torch.distributed as dist
 from torch import nn
 
 from s3prl_distill.checkpoint import student_checkpoint
+from s3prl_distill.config import ConfigError
 from s3prl_distill.io import atomic_save, safe_load
 from s3prl_distill.pretrain.config import OptimizerConfig, PretrainConfig, SchedulerConfig
 
@@ -51,6 +52,7 @@ __all__ = [
     "list_checkpoints",
     "latest_checkpoint",
     "build_optimizer",
+    "param_groups",
     "build_scheduler",
     "capture_rng",
     "restore_rng",
@@ -128,8 +130,25 @@ def latest_checkpoint(expdir: str) -> Optional[str]:
 # ------------------------------------------------------------------------------------------------
 # optimizer / schedule
 # ------------------------------------------------------------------------------------------------
+def param_groups(cfg: OptimizerConfig, named_params) -> List[Dict[str, Any]]:
+    """Optimizer groups: everything at ``cfg.lr``; with ``cfg.head_lr`` the prediction heads
+    (parameters named ``heads.*``) in a second group at that rate.
+
+    Args:
+        named_params: ``(name, parameter)`` pairs of the trainable student parameters.
+    """
+    named = list(named_params)
+    if cfg.head_lr is None:
+        return [{"params": [p for _, p in named]}]
+    heads = [p for n, p in named if n.startswith("heads.")]
+    body = [p for n, p in named if not n.startswith("heads.")]
+    if not heads:
+        raise ConfigError("optimizer.head_lr is set but the student has no prediction heads")
+    return [{"params": body}, {"params": heads, "lr": cfg.head_lr}]
+
+
 def build_optimizer(cfg: OptimizerConfig, params) -> torch.optim.Optimizer:
-    """Adam / AdamW / SGD from the ``optimizer:`` section."""
+    """Adam / AdamW / SGD from the ``optimizer:`` section (``params``: tensors or groups)."""
     name = cfg.torch_class
     if name == "SGD":
         return torch.optim.SGD(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
@@ -268,7 +287,8 @@ class Trainer:
             logger.info("training %d updates (%.2f epochs of %d batches)", self.total_steps,
                         self.total_steps * self.accum / max(batches, 1), batches)
 
-        self.optimizer = build_optimizer(self.cfg.optimizer, self.params)
+        self.optimizer = build_optimizer(self.cfg.optimizer, param_groups(
+            self.cfg.optimizer, [(n, p) for n, p in self.student.named_parameters() if p.requires_grad]))
         self.scheduler = build_scheduler(self.cfg.scheduler, self.optimizer, self.total_steps)
         self.precision = run.amp_precision
         if self.precision == "fp16" and self.device.type != "cuda":
