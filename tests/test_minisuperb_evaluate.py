@@ -10,7 +10,8 @@ import torch
 
 import s3prl_distill  # noqa: F401
 from s3prl_distill.minisuperb.evaluate import (
-    ProbeConfig, TaskData, evaluate_upstream, extract_features, phone_error_rate, train_probe)
+    ProbeConfig, TaskData, evaluate_upstream, extract_features, phone_error_rate, standardize,
+    train_probe)
 from s3prl_distill.minisuperb.upstreams import FbankUpstream
 
 
@@ -35,6 +36,37 @@ def test_utterance_probe_learns_and_weights_the_informative_layer():
     weights = result["layer_weights"]
     assert len(weights) == 3 and abs(sum(weights) - 1) < 1e-3
     assert weights[1] > weights[0] and weights[1] > weights[2]
+
+
+def test_probe_ignores_per_dimension_offset_and_scale():
+    """A large constant offset and per-dimension scales (what a distilled layer can carry) leave
+    the probe's result unchanged: features are standardised with train statistics first."""
+    data, feats = _pooled_task()
+    cfg = ProbeConfig(epochs=30, lr=1e-2, batch_size=16)
+    gen = torch.Generator().manual_seed(3)
+    offset = 50.0 + 100.0 * torch.rand(3, 8, generator=gen)
+    scale = torch.exp(3.0 * torch.randn(3, 8, generator=gen))
+    warped = {k: v * scale + offset for k, v in feats.items()}
+    plain, moved = train_probe(data, feats, cfg, seed=0), train_probe(data, warped, cfg, seed=0)
+    assert moved["test"] == plain["test"] >= 95.0
+    assert np.allclose(moved["layer_weights"], plain["layer_weights"], atol=1e-3)
+
+
+def test_standardize_pooled_and_frames():
+    gen = torch.Generator().manual_seed(0)
+    pooled = {"train": 5 + 2 * torch.randn(50, 2, 3, generator=gen), "test": torch.zeros(4, 2, 3)}
+    pooled["train"][:, 1, 2] = 7.0  # a constant dimension maps to 0
+    out = standardize(pooled)
+    assert torch.allclose(out["train"].mean(0), torch.zeros(2, 3), atol=1e-5)
+    std = out["train"].std(0, unbiased=False)
+    assert torch.allclose(std[0], torch.ones(3), atol=1e-4) and float(std[1, 2]) == 0.0
+    assert torch.allclose(out["test"][:, 0], ((0 - pooled["train"][:, 0].mean(0)) / pooled["train"][:, 0].std(0, unbiased=False)).expand(4, 3), atol=1e-4)
+    frames = {"train": [3 + torch.randn(2, t, 4, generator=gen).half() for t in (5, 9, 30)],
+              "dev": [torch.zeros(2, 3, 4).half()]}
+    out = standardize(frames)
+    cat = torch.cat([x.float() for x in out["train"]], 1)
+    assert out["train"][1].dtype == torch.float16 and out["train"][1].shape == (2, 9, 4)
+    assert cat.mean(1).abs().max() < 1e-2 and (cat.std(1, unbiased=False) - 1).abs().max() < 1e-2
 
 
 def test_utterance_probe_is_at_chance_on_shuffled_labels():

@@ -10,6 +10,16 @@ task's light model:
 * PR: weighted sum -> linear -> CTC over SUPERB's phone tokens; greedy decoding; phone error rate.
   The cache holds each utterance's ``[L, T, D]`` (float16).
 
+Mean-pooled features (KS, IC, SID) are standardised per layer and dimension with the training
+split's mean and standard deviation before the probe (a fixed affine map per dimension, so the
+weighted sum + linear model can represent exactly the same functions). Without it a short probe
+measures conditioning rather than content: pooling averages the frame-to-frame content down while
+a constant offset (large in distilled students and in a pre-LN teacher's residual stream) stays,
+and swamps the utterance-to-utterance differences. Every upstream (teacher, students, FBANK) goes
+through the same map; the learned layer weights then compare layers on one scale (as
+DistilHuBERT's Fig. 3 normalises them by each layer's norm). Frame features (PR) are left as they
+are: there the content varies frame to frame and standardising measured worse for every upstream.
+
 Model selection on dev (every epoch), the test score of the best dev epoch is reported together
 with the layer weights of that epoch.
 """
@@ -37,7 +47,7 @@ from s3prl_distill.minisuperb.phones import PHONE_VOCAB
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["TASKS", "ProbeConfig", "TaskData", "load_task", "extract_features", "train_probe",
+__all__ = ["TASKS", "ProbeConfig", "TaskData", "load_task", "extract_features", "standardize", "train_probe",
            "evaluate_upstream", "phone_error_rate"]
 
 TASKS = ("ks", "ic", "sid", "pr")
@@ -328,6 +338,30 @@ def _cached_features(upstream, data: TaskData, cache_dir: Optional[Path], cfg: P
     return feats, seconds
 
 
+def standardize(feats: Dict[str, object]) -> Dict[str, object]:
+    """Standardise every split with the train split's per-(layer, dim) mean and std.
+
+    Args:
+        feats: ``{split: [N, L, D] Tensor}`` (pooled) or ``{split: [[L, T_i, D] Tensor]}`` (frames).
+    Returns:
+        the same layout, float32 (pooled) or float16 (frames); constant dimensions map to 0.
+    """
+    train = feats["train"]
+    if torch.is_tensor(train):
+        mean, std = train.double().mean(0), train.double().std(0, unbiased=False)
+    else:
+        total = sum(int(x.shape[1]) for x in train)
+        acc = sum(x.double().sum(1) for x in train)
+        acc2 = sum((x.double() ** 2).sum(1) for x in train)
+        mean = acc / total
+        std = (acc2 / total - mean ** 2).clamp_min(0.0).sqrt()
+    scale = torch.where(std > 1e-8, 1.0 / std.clamp_min(1e-8), torch.zeros_like(std))
+    if torch.is_tensor(train):
+        return {k: ((v.double() - mean) * scale).float() for k, v in feats.items()}
+    mean_f, scale_f = mean[:, None, :].float(), scale[:, None, :].float()
+    return {k: [((x.float() - mean_f) * scale_f).to(torch.float16) for x in v] for k, v in feats.items()}
+
+
 def train_probe(data: TaskData, feats, cfg: ProbeConfig, seed: int = 0) -> Dict[str, object]:
     """Train the task's downstream on cached ``feats`` (see :func:`extract_features`).
 
@@ -343,7 +377,7 @@ def train_probe(data: TaskData, feats, cfg: ProbeConfig, seed: int = 0) -> Dict[
     else:
         labels = {k: torch.tensor([lab if isinstance(lab, list) else [lab] for _, lab in v])
                   for k, v in data.splits.items()}
-        result = _train_utterance(feats, labels, data.num_classes, cfg, gen)
+        result = _train_utterance(standardize(feats), labels, data.num_classes, cfg, gen)
     result = {"metric": METRIC[data.task], "dev": round(100 * result["dev"], 2),
               "test": round(100 * result["test"], 2), "layer_weights": result["layer_weights"]}
     return result
