@@ -4,6 +4,9 @@ Names follow torchaudio's ``Wav2Vec2Model`` (``pos_conv_embed.conv``, ``layers.{
 (q|k|v|out)_proj``, ``layer_norm``, ``feed_forward.(intermediate_dense|output_dense)``,
 ``final_layer_norm``). Attention is ``torch.nn.functional.scaled_dot_product_attention`` with a
 key-padding mask (``None`` when the batch has no padding, which lets torch pick its fastest kernel).
+
+Inference fast paths (no autograd, CPU; switch ``fast_path``, the benchmark's ``-nofast``): the
+positional conv by FFT with a cached weight spectrum, and cached stacked q/k/v weights.
 """
 
 from __future__ import annotations
@@ -16,8 +19,8 @@ from torch import Tensor, nn
 
 from s3prl_distill.models.cnn import inference_fast_path_ok
 
-__all__ = ["fft_size", "grouped_conv_spectrum", "grouped_conv_fft", "ConvolutionalPositionalEmbedding", "SelfAttention", "FeedForward", "EncoderLayer",
-           "key_padding_mask"]
+__all__ = ["fft_size", "grouped_conv_spectrum", "grouped_conv_fft", "ConvolutionalPositionalEmbedding",
+           "SelfAttention", "FeedForward", "EncoderLayer", "key_padding_mask"]
 
 
 def key_padding_mask(lengths: Tensor, frames: int) -> Optional[Tensor]:
@@ -105,7 +108,9 @@ class ConvolutionalPositionalEmbedding(nn.Module):
         if self.fast_path and inference_fast_path_ok(x):
             conv = self.conv
             y = grouped_conv_fft(x, self._spectrum(), conv.kernel_size[0], conv.padding[0])
-            return x + torch.ops.aten.gelu_(y.add_(conv.bias))
+            if conv.bias is not None:
+                y += conv.bias
+            return x + torch.ops.aten.gelu_(y)
         y = self.conv(x.transpose(1, 2))
         if self.num_remove:
             y = y[..., : -self.num_remove]
