@@ -277,6 +277,16 @@ def _train_utterance(feats: Dict[str, Tensor], labels: Dict[str, Tensor], num_cl
     return {"dev": best[0], "test": score("test"), "layer_weights": best[2]}
 
 
+def _fixed_batches(items: List[Tensor], batch_size: int) -> List[Tuple[Tensor, Tensor, List[int]]]:
+    """Length-sorted batches padded once: ``[(x [B, L, T, D] float32, lengths [B], item indices)]``.
+
+    Padding and casting the float16 cache every epoch cost more than the probe itself.
+    """
+    order = sorted(range(len(items)), key=lambda i: items[i].shape[1])
+    chunks = [order[s:s + batch_size] for s in range(0, len(order), batch_size)]
+    return [(*_pad_frames([items[i] for i in chunk]), chunk) for chunk in chunks]
+
+
 def _train_ctc(feats: Dict[str, List[Tensor]], labels: Dict[str, List[List[int]]], vocab: int,
                cfg: ProbeConfig, gen: torch.Generator):
     num_layers, _, dim = feats["train"][0].shape
@@ -284,21 +294,20 @@ def _train_ctc(feats: Dict[str, List[Tensor]], labels: Dict[str, List[List[int]]
     opt = torch.optim.Adam(probe.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     ctc = nn.CTCLoss(blank=0, zero_infinity=True)
     best = (math.inf, None, [])
+    train = _fixed_batches(feats["train"], cfg.batch_size)  # bucketed; batch order shuffled
+    scored = {split: _fixed_batches(feats[split], 32) for split in ("dev", "test")}
 
     def per(split):
-        hyps = []
+        hyps: List[List[int]] = [[] for _ in feats[split]]
         with torch.no_grad():
-            for s in range(0, len(feats[split]), 32):
-                x, lengths = _pad_frames(feats[split][s:s + 32])
-                hyps += _greedy(probe(x), lengths)
+            for x, lengths, idx in scored[split]:
+                for i, hyp in zip(idx, _greedy(probe(x), lengths)):
+                    hyps[i] = hyp
         return phone_error_rate(hyps, labels[split])
 
-    n = len(feats["train"])
     for _ in range(cfg.epochs):
-        perm = torch.randperm(n, generator=gen).tolist()
-        for s in range(0, n, cfg.batch_size):
-            idx = perm[s:s + cfg.batch_size]
-            x, lengths = _pad_frames([feats["train"][i] for i in idx])
+        for b in torch.randperm(len(train), generator=gen).tolist():
+            x, lengths, idx = train[b]
             targets = [torch.tensor(labels["train"][i]) for i in idx]
             logp = probe(x).transpose(0, 1)  # [T, B, V]
             loss = ctc(logp, torch.cat(targets), lengths,
