@@ -138,3 +138,30 @@ def test_quick_demo_end_to_end(tmp_path, capsys):
     for name in ("DistilHuBERT-tiny", "FitHuBERT-tiny"):
         assert all(results["beats_fbank"][name].values()), (name, results["beats_fbank"][name])
     assert "beats FBANK on: KS, IC, SID, PR" in printed
+
+
+def test_student_upstreams_add_int8_copies(tmp_path):
+    """`demo --int8`: each student is followed by its int8 copy, whose features stay close."""
+    from s3prl_distill.checkpoint import save_student
+    from s3prl_distill.distill.config import DistillConfig
+    from s3prl_distill.models import build_student
+
+    paths = {}
+    for name, spec in pipeline.STUDENTS.items():
+        cfg = DistillConfig.from_yaml(pipeline.default_config_dir() / spec.yaml)
+        torch.manual_seed(0)
+        paths[name] = tmp_path / f"{name}.ckpt"
+        save_student(paths[name], build_student(cfg.student))
+    plain = pipeline.student_upstreams(paths)
+    both = pipeline.student_upstreams(paths, int8=True)
+    assert [u.name for u in plain] == list(pipeline.STUDENTS)
+    assert [u.name for u in both] == [n for name in pipeline.STUDENTS for n in (name, f"{name} +int8")]
+    wav = 0.1 * torch.randn(1, 16000, generator=torch.Generator().manual_seed(1))
+    lengths = torch.tensor([16000])
+    for ref, quant in zip(both[::2], both[1::2]):
+        assert quant.num_params == ref.num_params and quant.fingerprint != ref.fingerprint
+        (a, _), (b, _) = ref(wav, lengths), quant(wav, lengths)
+        assert len(a) == len(b)
+        last_a, last_b = a[-1].float(), b[-1].float()
+        assert not torch.equal(last_a, last_b)  # really quantised
+        assert (last_a - last_b).abs().mean() < 0.1 * last_a.abs().mean()

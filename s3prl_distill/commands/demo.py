@@ -29,6 +29,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--threads", type=int, default=None,
                         help="torch CPU threads (default: every core, whatever OMP_NUM_THREADS says;"
                              " the time budgets assume 2 cores)")
+    parser.add_argument("--int8", action="store_true",
+                        help="also evaluate and time int8 dynamically quantised copies of the "
+                             "students (the accuracy cost of `bench --variants int8`)")
     parser.add_argument("--corpus", default=None,
                         help="corpus folder (default: OUT/corpus; reused when seed and size match)")
 
@@ -46,7 +49,7 @@ def run(args: argparse.Namespace) -> int:
     torch.set_num_threads(threads)
     logger.info("torch uses %d CPU thread(s)", threads)
     results = run_demo(Path(args.out), quick=args.quick, seed=args.seed,
-                       config_dir=args.config_dir, corpus_dir=args.corpus)
+                       config_dir=args.config_dir, corpus_dir=args.corpus, int8=args.int8)
     wall = results["wall_seconds"]
     print(f"\nmini-SUPERB proxy results ({results['preset']} run, seed {results['seed']}, "
           f"test splits; KS/IC/SID accuracy %, PR phone error rate %)")

@@ -34,7 +34,7 @@ from s3prl_distill.minisuperb.generate import PRESETS, CorpusConfig, distill_fil
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["DemoConfig", "DemoStudent", "DEMO_PRESETS", "STUDENTS", "run_demo", "read_scalars", "format_table",
+__all__ = ["DemoConfig", "DemoStudent", "DEMO_PRESETS", "STUDENTS", "student_upstreams", "run_demo", "read_scalars", "format_table",
            "time_inference", "default_config_dir"]
 
 @dataclass(frozen=True)
@@ -209,13 +209,33 @@ def _beats(student: dict, baseline: dict) -> Dict[str, bool]:
 
 
 # ------------------------------------------------------------------ the run
-def run_demo(out: Path, quick: bool = False, seed: int = 0, config_dir: Optional[Path] = None,
-             corpus_dir: Optional[Path] = None) -> dict:
-    """Run the whole demo into ``out``; returns the results (also ``out/results.json``)."""
+def student_upstreams(students: Dict[str, Path], int8: bool = False) -> List:
+    """Evaluator adapters of the distilled students (heads dropped), in order; with ``int8`` each
+    is followed by its int8 dynamically quantised copy (``"<name> +int8"``: linear layers in int8,
+    as ``s3prl-distill bench --variants int8`` times them), to show the accuracy cost."""
+    from s3prl_distill.benchmark.variants import quantize_int8
     from s3prl_distill.checkpoint import load_student
+    from s3prl_distill.minisuperb.upstreams import StudentUpstream
+
+    out = []
+    for name, path in students.items():
+        student, _ = load_student(path)
+        out.append(StudentUpstream(student, name=name))
+        if int8:
+            quantised = StudentUpstream(quantize_int8(student), name=f"{name} +int8")
+            quantised.num_params = out[-1].num_params  # int8 weights are buffers, still weights
+            out.append(quantised)
+    return out
+
+
+def run_demo(out: Path, quick: bool = False, seed: int = 0, config_dir: Optional[Path] = None,
+             corpus_dir: Optional[Path] = None, int8: bool = False) -> dict:
+    """Run the whole demo into ``out``; returns the results (also ``out/results.json``).
+
+    ``int8`` also evaluates and times int8-quantised copies of the students.
+    """
     from s3prl_distill.minisuperb import plots
-    from s3prl_distill.minisuperb.upstreams import (FbankUpstream, StudentUpstream,
-                                                    TeacherUpstream)
+    from s3prl_distill.minisuperb.upstreams import FbankUpstream, TeacherUpstream
     from s3prl_distill.teachers import build_teacher
 
     preset = "quick" if quick else "full"
@@ -255,9 +275,7 @@ def run_demo(out: Path, quick: bool = False, seed: int = 0, config_dir: Optional
     curves = {name: curves[name] for name in STUDENTS}
     logger.info("[3/5] evaluating teacher, students and FBANK (frozen, weighted sum of layers)")
     upstreams = [TeacherUpstream(build_teacher(TEACHER), name="Whisper-tiny.en (teacher)")]
-    for name, path in students.items():
-        student, _ = load_student(path)
-        upstreams.append(StudentUpstream(student, name=name))
+    upstreams += student_upstreams(students, int8)
     upstreams += [FbankUpstream(cmvn=True), FbankUpstream(cmvn=False)]
     tasks = {t: load_task(corpus, t) for t in TASKS}
     models: Dict[str, dict] = {}

@@ -28,13 +28,33 @@ def count_params(module: nn.Module) -> int:
     return sum(p.numel() for p in module.parameters())
 
 
+def _fingerprint_parts(value) -> List[bytes]:
+    """Bytes identifying one state-dict value: a tensor (quantised ones by their integers and
+    scales), or the tensors inside a tuple/list (packed quantised weights), or its repr."""
+    if torch.is_tensor(value):
+        value = value.detach().cpu()
+        parts = [str(tuple(value.shape)).encode(), str(value.dtype).encode()]
+        if value.is_quantized:
+            if value.qscheme() in (torch.per_tensor_affine, torch.per_tensor_symmetric):
+                parts.append(f"{value.q_scale()}/{value.q_zero_point()}".encode())
+            else:
+                parts.append(value.q_per_channel_scales().numpy().tobytes())
+            value = value.int_repr()
+        parts.append(value.contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
+        return parts
+    if isinstance(value, (tuple, list)):
+        return [part for item in value for part in _fingerprint_parts(item)]
+    return [repr(value).encode()]
+
+
 def weights_fingerprint(module: nn.Module) -> str:
-    """SHA-1 of every tensor of ``module``'s state dict (names, shapes and values)."""
+    """SHA-1 of ``module``'s state dict (names, shapes, dtypes and values; int8-quantised
+    modules included)."""
     digest = hashlib.sha1()
-    for name, tensor in sorted(module.state_dict().items()):
+    for name, value in sorted(module.state_dict().items()):
         digest.update(name.encode())
-        digest.update(str(tuple(tensor.shape)).encode())
-        digest.update(tensor.detach().cpu().contiguous().view(torch.uint8).numpy().tobytes())
+        for part in _fingerprint_parts(value):
+            digest.update(part)
     return digest.hexdigest()
 
 
