@@ -85,6 +85,19 @@ def _fmt(value: Any, kind: str) -> str:
     return str(value)
 
 
+def align_columns(table: Sequence[Sequence[Any]]) -> List[str]:
+    """Text lines of ``table`` (first row = header): first column left-aligned, the others
+    right-aligned, a dashed rule under the header."""
+    widths = [max(len(str(line[i])) for line in table) for i in range(len(table[0]))]
+    text = []
+    for n, line in enumerate(table):
+        text.append("  ".join(str(cell).ljust(widths[i]) if i == 0 else str(cell).rjust(widths[i])
+                              for i, cell in enumerate(line)))
+        if n == 0:
+            text.append("  ".join("-" * w for w in widths))
+    return text
+
+
 def format_table(rows: Sequence[Dict[str, Any]], setting_keys: Sequence[str], setting_labels: Dict[str, str]) -> str:
     """A plain-text table: one row per model, times as ``ms (ratio to teacher)``."""
     macs_at = next((r.get("macs_setting") for r in rows if r.get("macs_setting")), "10s")
@@ -107,14 +120,7 @@ def format_table(rows: Sequence[Dict[str, Any]], setting_keys: Sequence[str], se
             line.append("-" if ms is None else f"{_fmt(ms, 'ms')} ({_fmt(ratio, 'ratio')})")
         line += [_fmt(row.get("peak_mb"), "mb"), _fmt(row.get("mem_ratio"), "ratio")]
         lines.append(line)
-    widths = [max(len(str(line[i])) for line in lines) for i in range(len(header))]
-    text = []
-    for n, line in enumerate(lines):
-        text.append("  ".join(str(cell).ljust(widths[i]) if i == 0 else str(cell).rjust(widths[i])
-                              for i, cell in enumerate(line)))
-        if n == 0:
-            text.append("  ".join("-" * w for w in widths))
-    return "\n".join(text)
+    return "\n".join(align_columns(lines))
 
 
 def format_targets(results: Sequence[Dict[str, Any]]) -> str:

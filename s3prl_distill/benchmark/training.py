@@ -34,6 +34,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from s3prl_distill.benchmark.inference import SAMPLE_RATE
+from s3prl_distill.benchmark.report import align_columns
 from s3prl_distill.benchmark.timing import machine_info, peak_rss_delta_mb, time_interleaved
 from s3prl_distill.pretrain.teacher_cache import TeacherCache
 
@@ -251,11 +252,7 @@ def format_training(result: Dict[str, Any]) -> str:
         f"{r['audio_s_per_step']:.1f}", f"{r['padding_fraction']:.0%}",
         "-" if r["peak_mb"] is None else f"{r['peak_mb']:.0f}",
     ] for r in rows]
-    widths = [max(len(line[i]) for line in table) for i in range(len(header))]
-    for n, line in enumerate(table):
-        lines.append("  ".join(c.ljust(widths[i]) if i == 0 else c.rjust(widths[i]) for i, c in enumerate(line)))
-        if n == 0:
-            lines.append("  ".join("-" * w for w in widths))
+    lines += align_columns(table)
     cache = result.get("cache") or {}
     if cache:
         lines.append(
@@ -397,11 +394,7 @@ def format_runner(result: Dict[str, Any]) -> str:
     table = [header] + [[r["model"], f"{r['setup_s']:.1f}", f"{r['train_s']:.1f}", f"{r['audio_s']:.0f}",
                          f"{r['train_audio_s_per_s']:.2f}", f"{r['wall_audio_s_per_s']:.2f}"]
                         for r in result["rows"]]
-    widths = [max(len(line[i]) for line in table) for i in range(len(header))]
-    for n, line in enumerate(table):
-        lines.append("  ".join(c.ljust(widths[i]) if i == 0 else c.rjust(widths[i]) for i, c in enumerate(line)))
-        if n == 0:
-            lines.append("  ".join("-" * w for w in widths))
+    lines += align_columns(table)
     cache = result.get("cache") or {}
     if cache:
         lines.append(f"teacher cache: {cache['bytes'] / 2**20:.1f} MiB for {cache['audio_seconds']} s of audio, "
