@@ -34,8 +34,8 @@ from s3prl_distill.minisuperb.generate import PRESETS, CorpusConfig, distill_fil
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["DemoConfig", "DemoStudent", "DEMO_PRESETS", "STUDENTS", "student_upstreams", "run_demo", "read_scalars", "format_table",
-           "time_inference", "default_config_dir"]
+__all__ = ["DemoConfig", "DemoStudent", "DEMO_PRESETS", "STUDENTS", "student_upstreams", "run_demo",
+           "read_scalars", "format_table", "time_inference", "default_config_dir"]
 
 @dataclass(frozen=True)
 class DemoStudent:
@@ -155,7 +155,8 @@ def distil(name: str, student: DemoStudent, config_dir: Path, file_list: Path, e
         + (str(cache_dir or expdir / "teacher_cache") if cfg.teacher_cache else "null"),
     ])
     args = run_pretrain.parse_args([
-        "-u", "distiller", "-g", str(config_dir / student.yaml), "-c", str(runner_yaml), "-p", str(expdir),
+        "-u", "distiller", "-g", str(config_dir / student.yaml), "-c", str(runner_yaml),
+        "-p", str(expdir),
         "--seed", str(seed), "--device", "cpu", "-o", overrides,
     ])
     started = time.time()
