@@ -35,6 +35,15 @@ def tiny_model(arch: Wav2Vec2Arch, kind: str = "hubert", seed: int = 0) -> torch
     return model.eval()
 
 
+def noise_batch(lengths: Sequence[int], seed: int = 0):
+    """``(wavs [B, S], lengths [B])`` of white noise (std 0.1), zero-padded."""
+    gen = torch.Generator().manual_seed(seed)
+    wavs = torch.zeros(len(lengths), max(lengths))
+    for i, n in enumerate(lengths):
+        wavs[i, :n] = 0.1 * torch.randn(n, generator=gen)
+    return wavs, torch.tensor(list(lengths))
+
+
 def padded_batch(lengths: Sequence[int], seed: int = 1):
     """``(wavs [B, S], lengths [B])`` of noise-and-tone, zero-padded."""
     g = torch.Generator().manual_seed(seed)

@@ -14,6 +14,7 @@ import torch
 import torch.nn.functional as F
 
 import s3prl_distill  # noqa: F401
+from teachers_testutil import noise_batch
 from s3prl_distill.models.cnn import FeatureExtractor, MaskedGroupNorm, conv1d_channels_last
 from s3prl_distill.models.config import (
     CNNConfig,
@@ -39,12 +40,7 @@ def _set_fast(module: torch.nn.Module, on: bool) -> None:
             sub.fast_path = on
 
 
-def _batch(lengths, seed=0):
-    gen = torch.Generator().manual_seed(seed)
-    wavs = torch.zeros(len(lengths), max(lengths))
-    for i, n in enumerate(lengths):
-        wavs[i, :n] = 0.1 * torch.randn(n, generator=gen)
-    return wavs, torch.tensor(lengths)
+_batch = noise_batch  # (lengths, seed=0) -> (wavs [B, S], lengths [B])
 
 
 def _close(a, b, tol=TOL):

@@ -9,6 +9,7 @@ import pytest
 import torch
 
 import s3prl_distill  # noqa: F401
+from teachers_testutil import noise_batch
 from s3prl_distill.config import ConfigError, from_dict
 from s3prl_distill.models import StudentConfig, build_student
 from s3prl_distill.models.config import LogMelFrontEndConfig
@@ -38,12 +39,7 @@ def log_mel_student(**over) -> StudentConfig:
     return from_dict(StudentConfig, data, where="test")
 
 
-def _wavs(lengths, seed=0):
-    gen = torch.Generator().manual_seed(seed)
-    wavs = torch.zeros(len(lengths), max(lengths))
-    for b, n in enumerate(lengths):
-        wavs[b, :n] = 0.1 * torch.randn(n, generator=gen)
-    return wavs, torch.tensor(lengths)
+_wavs = noise_batch  # (lengths, seed=0) -> (wavs [B, S], lengths [B])
 
 
 def test_sinusoids_known_values():

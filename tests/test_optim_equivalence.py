@@ -13,6 +13,7 @@ import pytest
 import torch
 
 import s3prl_distill  # noqa: F401
+from teachers_testutil import noise_batch
 from s3prl_distill.benchmark.candidates import TINY_S3PRL, student_candidate
 from s3prl_distill.benchmark.s3prl_distiller import (
     build_s3prl_distiller,
@@ -25,12 +26,7 @@ from s3prl_distill.benchmark.s3prl_distiller import (
 TOL = 1e-4
 
 
-def _batch(lengths, seed=0):
-    gen = torch.Generator().manual_seed(seed)
-    wavs = torch.zeros(len(lengths), max(lengths))
-    for i, n in enumerate(lengths):
-        wavs[i, :n] = 0.1 * torch.randn(n, generator=gen)
-    return wavs, torch.tensor(lengths)
+_batch = noise_batch  # (lengths, seed=0) -> (wavs [B, S], lengths [B])
 
 
 @pytest.fixture(scope="module")
