@@ -30,6 +30,7 @@ import numpy as np
 import soundfile as sf
 import torch
 from torch import Tensor
+from s3prl_distill.errors import UserError
 
 logger = logging.getLogger(__name__)
 
@@ -57,7 +58,7 @@ _CROP_MODES = ("random", "start", "center")
 _warned: Set[Tuple[str, object]] = set()
 
 
-class AudioError(ValueError):
+class AudioError(UserError):
     """An audio file or waveform breaks one of the rules; the message names the file and the rule."""
 
 

@@ -25,6 +25,7 @@ from s3prl_distill.config import ConfigError, from_dict, to_dict
 from s3prl_distill.io import atomic_save, safe_load
 from s3prl_distill.state_dict import describe_mismatch
 from s3prl_distill.models import Student, StudentConfig, build_student
+from s3prl_distill.errors import UserError
 
 logger = logging.getLogger(__name__)
 
@@ -37,7 +38,7 @@ __all__ = ["FORMAT", "VERSION", "CheckpointError", "student_checkpoint", "save_s
 PathLike = Union[str, os.PathLike]
 
 
-class CheckpointError(ValueError):
+class CheckpointError(UserError):
     """A file is not a student checkpoint of a supported version, or its contents do not match."""
 
 

@@ -2,6 +2,8 @@
 
 Each command module defines ``HELP`` (one line), ``add_arguments(parser)`` and ``run(args) -> int``.
 Modules are imported only when their command runs, so ``s3prl-distill --help`` stays fast.
+A user error (:class:`s3prl_distill.errors.UserError`, a missing file, a full disk) prints one
+line and exits with 2; ``--debug`` shows the traceback instead.
 """
 
 from __future__ import annotations
@@ -11,6 +13,8 @@ import importlib
 import logging
 import sys
 from typing import List, Optional
+
+from s3prl_distill.errors import DEBUG_ENV, run_command
 
 # command name -> module path (each module: HELP, add_arguments(parser), run(args) -> int)
 COMMANDS = {
@@ -40,6 +44,8 @@ def main(argv: Optional[List[str]] = None) -> int:
         description="Distil speech SSL models (DistilHuBERT, FitHuBERT) and use them in S3PRL.",
     )
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    parser.add_argument("--debug", action="store_true",
+                        help=f"show the full traceback of an error (or set {DEBUG_ENV}=1)")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     # Only the chosen command's module is imported; the others are listed by name.
     chosen = next((a for a in argv if a in COMMANDS), None)
@@ -61,7 +67,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     if args.command is None:
         parser.print_help()
         return 2
-    return int(args._module.run(args) or 0)
+    return run_command(lambda: args._module.run(args), f"s3prl-distill {args.command}", args.debug)
 
 
 if __name__ == "__main__":

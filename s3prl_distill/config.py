@@ -32,13 +32,14 @@ import typing
 from typing import Any, Dict, Mapping, Optional, Type, TypeVar, Union
 
 import yaml
+from s3prl_distill.errors import UserError
 
 T = TypeVar("T")
 
 __all__ = ["ConfigError", "from_dict", "to_dict", "load_yaml", "load_section"]
 
 
-class ConfigError(ValueError):
+class ConfigError(UserError):
     """A configuration value is missing, unknown, of the wrong type, or impossible."""
 
 

@@ -40,6 +40,7 @@ from typing import Callable, Dict, List, Sequence, Tuple
 
 import torch
 from torch import Tensor
+from s3prl_distill.errors import UserError
 
 logger = logging.getLogger(__name__)
 
@@ -48,7 +49,7 @@ __all__ = ["SoxEffectError", "apply_effects_tensor", "apply_effects_file", "effe
 _s3prl_distill_shim = True  # marks this module as s3prl_distill's stand-in (compat.is_shim)
 
 
-class SoxEffectError(ValueError):
+class SoxEffectError(UserError):
     """An effect is not supported by this implementation, or its arguments are malformed."""
 
 

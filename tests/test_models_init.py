@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 import torch
 import torchaudio  # noqa: F401  (after s3prl_distill: the shim)
@@ -118,12 +120,18 @@ def test_init_command_writes_teacher_initialised_checkpoint(tmp_path, teacher_fi
     assert not torch.equal(rand.state_dict()[key], ref[key])
 
 
-def test_init_command_without_teacher_section(tmp_path):
+def test_init_command_without_teacher_section(tmp_path, capsys):
     cfg_path = tmp_path / "model.yaml"
     cfg_path.write_text(yaml.safe_dump({"student": student_section(2),
                                         "init": {"from_teacher": True, "num_layers": 2}}))
+    # a user error: one line naming the file and key, exit code 2, no traceback
+    assert cli.main(["init", str(cfg_path), "-o", str(tmp_path / "x.ckpt")]) == 2
+    err = capsys.readouterr().err
+    assert re.search(r"model\.yaml.*teacher", err) and "Traceback" not in err
+    assert len(err.strip().splitlines()) == 1
+    # --debug gives the exception itself
     with pytest.raises(ConfigError, match="model.yaml.*teacher"):
-        cli.main(["init", str(cfg_path), "-o", str(tmp_path / "x.ckpt")])
+        cli.main(["--debug", "init", str(cfg_path), "-o", str(tmp_path / "x.ckpt")])
 
 
 def test_parse_teacher_spec(tmp_path):

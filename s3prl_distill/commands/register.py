@@ -23,6 +23,7 @@ from s3prl_distill.upstream.registered import (
     registry_path,
     write_registry,
 )
+from s3prl_distill.errors import UserError
 
 logger = logging.getLogger(__name__)
 
@@ -32,7 +33,7 @@ __all__ = ["HELP", "add_arguments", "run", "register_checkpoint", "remove", "Reg
            "reserved_names"]
 
 
-class RegisterError(ValueError):
+class RegisterError(UserError):
     """The name or checkpoint cannot be registered (message says why)."""
 
 

@@ -29,6 +29,7 @@ import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Dict, List, Mapping, Optional
+from s3prl_distill.errors import UserError
 
 logger = logging.getLogger(__name__)
 
@@ -37,7 +38,7 @@ HELP = "collect SUPERB test predictions from experiment folders into the leaderb
 __all__ = ["HELP", "add_arguments", "run", "package", "collect", "SubmitError", "TASKS"]
 
 
-class SubmitError(ValueError):
+class SubmitError(UserError):
     """A prediction file is missing or not in the format the leaderboard scores."""
 
 

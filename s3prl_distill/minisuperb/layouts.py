@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import Dict, List, Tuple
 
 from s3prl_distill.minisuperb.phones import PHONE_VOCAB
+from s3prl_distill.errors import UserError
 
 __all__ = [
     "KS_DIR", "KS_TEST_DIR", "IC_DIR", "SID_DIR", "LIBRI_DIR", "LEXICON",
@@ -52,7 +53,7 @@ _KS_MAX = 2 ** 27 - 1
 Item = Tuple[str, object]
 
 
-class LayoutError(ValueError):
+class LayoutError(UserError):
     """A corpus folder does not hold the layout a task expects."""
 
 

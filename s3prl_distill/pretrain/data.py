@@ -32,6 +32,7 @@ from typing import Dict, Iterable, List, Optional, Sequence, Tuple
 
 from s3prl_distill.audio import AudioError, audio_info
 from s3prl_distill.io import atomic_write_text
+from s3prl_distill.errors import UserError
 
 logger = logging.getLogger(__name__)
 
@@ -49,7 +50,7 @@ INDEX_HEADER = "# s3prl_distill length index v1"
 COLUMNS = ("path", "num_frames", "sample_rate", "channels", "status")
 
 
-class DataError(ValueError):
+class DataError(UserError):
     """A data source or a file in it is unusable; the message names the path."""
 
 

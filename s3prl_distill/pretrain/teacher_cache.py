@@ -42,6 +42,7 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
 import torch
 from torch import Tensor
+from s3prl_distill.errors import UserError
 
 logger = logging.getLogger(__name__)
 
@@ -62,7 +63,7 @@ VERSION = 1
 _DTYPES = {"float16": torch.float16, "bfloat16": torch.bfloat16, "float32": torch.float32}
 
 
-class TeacherCacheError(ValueError):
+class TeacherCacheError(UserError):
     """A cache folder is missing, malformed, or does not hold what was asked for."""
 
 

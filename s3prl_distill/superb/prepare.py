@@ -34,6 +34,7 @@ import sys
 from collections import Counter
 from pathlib import Path
 from typing import Dict, Iterable, List, Optional, Sequence, Tuple
+from s3prl_distill.errors import UserError
 
 logger = logging.getLogger(__name__)
 
@@ -50,7 +51,7 @@ IEMOCAP_EMOTIONS = {"neu": "neu", "hap": "hap", "exc": "hap", "ang": "ang", "sad
 IEMOCAP_LABELS = {"neu": 0, "hap": 1, "ang": 2, "sad": 3}
 
 
-class PrepareError(ValueError):
+class PrepareError(UserError):
     """The corpus is not in the expected layout (the message names the file and what was expected)."""
 
 

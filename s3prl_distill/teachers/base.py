@@ -26,13 +26,14 @@ from typing import Any, Dict, List, Optional
 
 import torch
 from torch import Tensor, nn
+from s3prl_distill.errors import UserError
 
 logger = logging.getLogger(__name__)
 
 __all__ = ["Teacher", "TeacherOutput", "TeacherError", "lengths_to_mask", "check_wav_batch"]
 
 
-class TeacherError(ValueError):
+class TeacherError(UserError):
     """A teacher checkpoint, folder or configuration cannot be used (the message says why)."""
 
 

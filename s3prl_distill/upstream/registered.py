@@ -22,6 +22,7 @@ import os
 import re
 from pathlib import Path
 from typing import Callable, Dict, Optional
+from s3prl_distill.errors import UserError
 
 logger = logging.getLogger(__name__)
 
@@ -33,7 +34,7 @@ VERSION = 1
 NAME_PATTERN = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
 
-class RegistryFileError(ValueError):
+class RegistryFileError(UserError):
     """The registry file is unreadable or not in the expected format (message names the file)."""
 
 
