@@ -36,6 +36,7 @@ from torch import Tensor, nn
 from s3prl_distill.benchmark.inference import SAMPLE_RATE
 from s3prl_distill.benchmark.report import align_columns
 from s3prl_distill.benchmark.timing import machine_info, peak_rss_delta_mb, time_interleaved
+from s3prl_distill.lengths import valid_mask
 from s3prl_distill.pretrain.teacher_cache import TeacherCache
 
 logger = logging.getLogger(__name__)
@@ -78,7 +79,7 @@ def s3prl_distiller_step(
 
     def step(wavs: Tensor, lengths: Tensor) -> float:
         # S3PRL's data path: a float pad mask over samples (1 = valid)
-        pad_mask = (torch.arange(wavs.shape[1])[None, :] < lengths[:, None]).float()
+        pad_mask = valid_mask(lengths, wavs.shape[1]).float()
         feat, _, pred, _ = distiller(wavs, pad_mask)
         with torch.no_grad():
             layers, _ = teacher_model.extract_features(wavs, lengths)  # layer 1..L outputs

@@ -27,6 +27,8 @@ from typing import Dict, List, Optional, Tuple
 import torch
 from torch import Tensor, nn
 
+from s3prl_distill.lengths import valid_mask
+
 logger = logging.getLogger(__name__)
 
 __all__ = ["DistillationTask", "align_to_shorter"]
@@ -63,7 +65,7 @@ def align_to_shorter(
         )
     frames = min(min(p.shape[1] for p in predictions), min(t.shape[1] for t in targets))
     valid = torch.minimum(pred_lengths, target_lengths).clamp_max(frames)
-    mask = torch.arange(frames)[None, :] < valid[:, None]
+    mask = valid_mask(valid, frames)
     out_p, out_t = [], []
     for j, (pred, target) in enumerate(zip(predictions, targets)):
         if pred.shape[-1] != target.shape[-1]:

@@ -23,27 +23,11 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from s3prl_distill.lengths import conv_output_lengths, masked_group_norm
 from s3prl_distill.models.config import CNNConfig
 
-__all__ = ["inference_fast_path_ok", "conv1d_channels_last", "conv_output_lengths", "MaskedGroupNorm",
+__all__ = ["inference_fast_path_ok", "conv1d_channels_last", "MaskedGroupNorm",
            "ChannelLayerNorm", "ConvLayerBlock", "FeatureExtractor", "FeatureProjection"]
-
-
-def conv_output_lengths(lengths: Tensor, kernel: int, stride: int) -> Tensor:
-    """Valid output frames of a conv without padding: ``floor((L - K) / S) + 1``, 0 if ``L < K``.
-
-    Args:
-        lengths (Tensor): [B] int64 valid input frames.
-    Returns:
-        Tensor: [B] int64 valid output frames.
-    """
-    out = torch.div(lengths - kernel, stride, rounding_mode="floor") + 1
-    return out.clamp(min=0)
-
-
-def _valid_mask(lengths: Tensor, frames: int) -> Tensor:
-    """[B] lengths -> [B, frames] bool, True on valid frames."""
-    return torch.arange(frames, device=lengths.device)[None, :] < lengths[:, None]
 
 
 def inference_fast_path_ok(x: Tensor) -> bool:
@@ -123,19 +107,9 @@ class MaskedGroupNorm(nn.GroupNorm):
 
         Padded frames get the same affine map as their utterance (their values are never used).
         """
-        if lengths is None or bool((lengths == x.shape[-1]).all()):
+        if lengths is None or bool((lengths >= x.shape[-1]).all()):  # nothing padded
             return super().forward(x)
-        # statistics per utterance over its valid frames (one pass each), then one fused
-        # multiply-add over the whole batch: y = x * scale + shift
-        means, rstds = [], []
-        for b, n in enumerate(lengths.tolist()):
-            var, mean = torch.var_mean(x[b, :, : max(int(n), 1)], dim=-1, unbiased=False)
-            means.append(mean)
-            rstds.append(torch.rsqrt(var + self.eps))
-        mean = torch.stack(means)[:, :, None]  # [B, C, 1]
-        scale = torch.stack(rstds)[:, :, None] * self.weight[None, :, None]
-        shift = self.bias[None, :, None] - mean * scale
-        return torch.addcmul(shift, x, scale)
+        return masked_group_norm(x, lengths, self.weight, self.bias, self.eps)
 
     def forward_channels_last(self, y: Tensor) -> Tensor:
         """One utterance, every frame valid: y [T, C] -> normalised [T, C] (in place)."""

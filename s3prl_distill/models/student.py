@@ -41,6 +41,7 @@ from typing import List, Optional
 import torch
 from torch import Tensor, nn
 
+from s3prl_distill.lengths import ceil_div, zero_padding
 from s3prl_distill.models.cnn import FeatureExtractor, FeatureProjection
 from s3prl_distill.models.config import StudentConfig
 from s3prl_distill.models.heads import build_head
@@ -107,14 +108,6 @@ class _Transformer(nn.Module):
             for _ in range(enc.num_layers)
         )
         self.dropout = nn.Dropout(enc.dropout)
-
-
-def _zero_padding(x: Tensor, lengths: Tensor) -> Tensor:
-    """Zero the frames at or beyond ``lengths``: x [B, T, D], lengths [B] -> [B, T, D]."""
-    if bool((lengths >= x.shape[1]).all()):
-        return x
-    valid = torch.arange(x.shape[1], device=x.device)[None, :] < lengths[:, None]
-    return x * valid[:, :, None].to(x.dtype)
 
 
 class Student(nn.Module):
@@ -192,7 +185,7 @@ class Student(nn.Module):
         lengths = self.feature_extractor.output_lengths(wav_lengths)
         if self.hidden_states_layout != "heads" and self.time_reduction is not None:
             k = self.time_reduction.stride
-            lengths = torch.div(lengths + k - 1, k, rounding_mode="floor")
+            lengths = ceil_div(lengths, k)
         return lengths
 
     def drop_heads(self, force: bool = False) -> None:
@@ -248,7 +241,7 @@ class Student(nn.Module):
         tr = self.encoder.transformer
         x = self.encoder.feature_projection(x)
         projection = x
-        x = _zero_padding(x, cnn_lengths)
+        x = zero_padding(x, cnn_lengths)
         if tr.pos_conv_embed is not None:
             x = tr.pos_conv_embed(x)
         if self.config.encoder.sinusoidal_positions:
@@ -258,7 +251,7 @@ class Student(nn.Module):
         x = tr.dropout(x)
         lengths = cnn_lengths
         if self.time_reduction is not None:
-            x, lengths = self.time_reduction(_zero_padding(x, lengths), lengths)
+            x, lengths = self.time_reduction(zero_padding(x, lengths), lengths)
 
         mask = key_padding_mask(lengths, x.shape[1])
         layer_outputs = [projection if self.config.layer0 == "projection" else x]

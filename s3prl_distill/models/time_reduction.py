@@ -14,12 +14,14 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from s3prl_distill.lengths import ceil_div
+
 __all__ = ["TimeReduction", "reduced_lengths"]
 
 
 def reduced_lengths(lengths: Tensor, stride: int) -> Tensor:
     """[B] valid frames -> [B] valid frames after reduction by ``stride``: ``ceil(L / k)``."""
-    return torch.div(lengths + stride - 1, stride, rounding_mode="floor")
+    return ceil_div(lengths, stride)
 
 
 class TimeReduction(nn.Module):
