@@ -212,7 +212,9 @@ def test_parse_conv_layers_is_safe_and_complete():
     assert parse_conv_layers("2 * [(8, 3, 1)] + [[4, 2, 2]]") == [(8, 3, 1), (8, 3, 1), (4, 2, 2)]
     assert parse_conv_layers([[8, 10, 5], [8, 3, 2]]) == [(8, 10, 5), (8, 3, 2)]  # a YAML list
     for bad in ("open('x')", "[(1, 2, 3)] * x", "[(1, 2, 3)] - [(1, 2, 3)]", "[(1.5, 2, 3)]", "[]",
-                "[(0, 2, 3)]", "[(1, 2, 3)] * -1 + [(1, 2, 3)] * [(1, 2, 3)]", "lambda: 1", "(1, 2, 3"):
+                "[(0, 2, 3)]", "[(1, 2, 3)] * -1 + [(1, 2, 3)] * [(1, 2, 3)]", "lambda: 1", "(1, 2, 3",
+                "[(512, 10, 5)] * 10 ** 12", "[(512, 10, 5)] * 1000000000000", "[" * 5000 + "]" * 5000,
+                "[(1, 2, 3)] * 65", {"a": 1}):
         with pytest.raises(ConfigError, match="layers"):
             parse_conv_layers(bad, where="layers")
 
@@ -299,3 +301,12 @@ def test_training_steps_with_s3prl_switches_equal_s3prl_on_padded_batches():
 def test_student_config_from_distiller_names_the_file():
     with pytest.raises(ConfigError, match=r"^f\.yaml: distiller: expected a mapping"):
         student_config_from_distiller([1, 2], where="f.yaml")
+
+
+def test_crop_samples_in_our_schema():
+    student = {"encoder": {"num_layers": 1}, "heads": [{"student_layer": 1, "teacher_layer": 12}]}
+    assert DistillConfig.from_data({"student": student}).crop_samples is None
+    assert DistillConfig.from_data({"student": student, "crop_samples": 0}).crop_samples == 0
+    for bad in (-1, 2.5, True, "250000"):
+        with pytest.raises(ConfigError, match=r"m\.yaml: crop_samples"):
+            DistillConfig.from_data({"student": student, "crop_samples": bad}, where="m.yaml")

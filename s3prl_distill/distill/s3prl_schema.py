@@ -49,6 +49,7 @@ __all__ = [
     "DISTILLER_DEFAULTS",
     "EXTRA_DISTILLER_KEYS",
     "is_s3prl_schema",
+    "MAX_CONV_LAYERS",
     "parse_conv_layers",
     "student_config_from_distiller",
     "distill_config_from_s3prl",
@@ -91,6 +92,9 @@ DISTILLER_DEFAULTS: Dict[str, Any] = {
     "init_teacher_conv_layers": False,
     "init_teacher_encoder_layers": False,
 }
+
+#: the longest conv stack a spec may describe (HuBERT's has 7, FitHuBERT's 9)
+MAX_CONV_LAYERS = 64
 
 #: our optional keys in ``distiller:`` (S3PRL's DistillerConfig ignores unknown keys)
 EXTRA_DISTILLER_KEYS = ("group_norm_over_padding", "include_padded_frames")
@@ -137,6 +141,8 @@ def _conv_value(node: ast.AST, text: str, where: str) -> Any:
         if isinstance(left, int) and isinstance(right, list):
             left, right = right, left
         if isinstance(left, list) and isinstance(right, int) and right >= 0:
+            if len(left) * right > MAX_CONV_LAYERS:
+                raise bad(f"more than {MAX_CONV_LAYERS} layers")
             return left * right
         raise bad(f"* repeats a list by a count >= 0: {ast.unparse(node)}")
     raise bad(f"unsupported expression {ast.unparse(node)!r}")
@@ -154,18 +160,23 @@ def parse_conv_layers(spec: Any, where: str = "extractor_conv_feature_layers") -
     Raises:
         ConfigError: naming ``where`` and the part that is not of that form.
     """
-    text = spec if isinstance(spec, str) else repr(spec)
     if not isinstance(spec, (str, list, tuple)):
         raise ConfigError(f"{where}: expected a string like '[(512,10,5)] + [(512,3,2)] * 4', got {spec!r}")
+    text = spec if isinstance(spec, str) else repr(spec)
+    if len(text) > 10_000:
+        raise ConfigError(f"{where}: {len(text)} characters is not a conv-layer spec")
     try:
         tree = ast.parse(text.strip(), mode="eval")
+        value = _conv_value(tree.body, text, where)
     except SyntaxError as err:
         raise ConfigError(f"{where}: cannot read {text!r}: {err.msg}") from None
-    value = _conv_value(tree.body, text, where)
+    except (RecursionError, MemoryError):
+        raise ConfigError(f"{where}: {text[:80]!r}... is nested too deeply") from None
     if isinstance(value, tuple) and value[0] == "layer":
         value = [value[1]]
-    if not isinstance(value, list) or not value:
-        raise ConfigError(f"{where}: expected a non-empty list of (channels, kernel, stride), got {text!r}")
+    if not isinstance(value, list) or not value or len(value) > MAX_CONV_LAYERS:
+        raise ConfigError(f"{where}: expected 1 to {MAX_CONV_LAYERS} (channels, kernel, stride) layers, "
+                          f"got {text!r}")
     for layer in value:
         if min(layer) < 1:
             raise ConfigError(f"{where}: channels, kernel and stride must be >= 1, got {layer} in {text!r}")
