@@ -46,7 +46,7 @@ def detect(path: str) -> tuple:
     """
     path = os.fspath(path)
     if not os.path.exists(path):
-        raise FileNotFoundError(f"{path}: no such file or folder")
+        raise FileNotFoundError(errno.ENOENT, "no such file or folder", path)
     if huggingface.matches(path):
         return huggingface.FORMAT, None
     if os.path.isdir(path):

@@ -34,11 +34,11 @@ class Converted:
     notes: List[str] = field(default_factory=list)
 
 
-def parse_conv_layers(spec: str) -> List[Tuple[int, int, int]]:
+def parse_conv_layers(spec: str, key: str = "conv layers") -> List[Tuple[int, int, int]]:
     """Parse a fairseq/S3PRL conv-layer string, e.g. ``"[(512,10,5)] + [(512,3,2)] * 4"``, without eval.
 
     Each ``+``-separated term is a list literal of ``(channels, kernel, stride)`` tuples, optionally
-    followed by ``* n``.
+    followed by ``* n``. ``key`` names the setting in errors.
 
     Raises:
         ValueError: naming the term that is not of that form.
@@ -51,16 +51,16 @@ def parse_conv_layers(spec: str) -> List[Tuple[int, int, int]]:
             body, _, times = term.rpartition("*")
             term, times = body.strip(), times.strip()
             if not times.isdigit():
-                raise ValueError(f"conv layers: bad repeat count in {spec!r}")
+                raise ValueError(f"{key}: bad repeat count in {spec!r}")
             count = int(times)
         try:
             items = ast.literal_eval(term)
         except (ValueError, SyntaxError) as err:
-            raise ValueError(f"conv layers: cannot read {term!r} in {spec!r}") from err
+            raise ValueError(f"{key}: cannot read {term!r} in {spec!r}") from err
         if not isinstance(items, list) or not all(
             isinstance(t, tuple) and len(t) == 3 and all(isinstance(v, int) for v in t) for t in items
         ):
-            raise ValueError(f"conv layers: expected a list of (channels, kernel, stride), got {term!r}")
+            raise ValueError(f"{key}: expected a list of (channels, kernel, stride), got {term!r}")
         layers.extend(items * count)
     return layers
 

@@ -157,7 +157,7 @@ def student_config_from_official(d: Mapping[str, Any], state: Mapping[str, Tenso
         heads = [HeadConfig(student_layer=i + 1, teacher_layer=i + 1, type="deconv_linear")
                  for i in range(n_layers)]
     pred = _int_list(d["pred_layer_id"], "pred_layer_id")
-    layers = parse_conv_layers(d["conv_feature_layers"])
+    layers = parse_conv_layers(d["conv_feature_layers"], "conv_feature_layers")
     return StudentConfig(
         family="fithubert",
         cnn=CNNConfig(layers=[ConvLayerConfig(*l) for l in layers], norm=mode, bias=_bool(d["conv_bias"])),

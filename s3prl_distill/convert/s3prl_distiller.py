@@ -22,13 +22,19 @@ import torch
 from torch import nn
 
 from s3prl_distill.checkpoint import CheckpointError
-from s3prl_distill.convert.common import Converted, identity_linear, parse_conv_layers, plain
+from s3prl_distill.convert import common
+from s3prl_distill.convert.common import Converted, identity_linear, plain
 
 __all__ = ["FORMAT", "DESCRIPTION", "matches", "parse_conv_layers", "student_config_from_s3prl",
            "convert_s3prl_state_dict", "student_from_s3prl", "convert"]
 
 FORMAT = "s3prl_distiller"
 DESCRIPTION = "S3PRL distiller checkpoint (DistilHuBERT, distiller_local)"
+
+
+def parse_conv_layers(spec: str) -> list:
+    """S3PRL's ``extractor_conv_feature_layers`` string -> [(channels, kernel, stride)], without eval."""
+    return common.parse_conv_layers(spec, "extractor_conv_feature_layers")
 
 
 def matches(ckpt: Any) -> bool:
