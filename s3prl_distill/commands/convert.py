@@ -12,6 +12,8 @@ checkpoints in".
 from __future__ import annotations
 
 import argparse
+import errno
+import os
 
 HELP = "convert a published checkpoint (official FitHuBERT, S3PRL DistilHuBERT, Hugging Face) to a student checkpoint"
 
@@ -39,6 +41,9 @@ def run(args: argparse.Namespace) -> int:
     from s3prl_distill.config import load_yaml
     from s3prl_distill.convert import convert_path, write_converted
 
+    if os.path.exists(args.output):  # before any work; write_converted checks again
+        raise FileExistsError(errno.EEXIST, "exists; convert never overwrites a file (choose another -o)",
+                              args.output)
     distiller_config = load_yaml(args.config) if args.config else None
     converted = convert_path(args.source, distiller_config)
     print(f"{args.source}: {converted.description}")

@@ -138,11 +138,14 @@ def stand_ins(names: Set[str]) -> List[Tuple[object, str]]:
 
 
 def _reason(err: BaseException) -> str:
-    """The informative line of a torch.load error (weights_only errors bury it mid-text)."""
-    lines = [line.strip() for line in str(err).splitlines() if line.strip()]
-    for line in lines:
-        if "WeightsUnpickler error" in line or "Unsupported global" in line:
-            return line.replace("WeightsUnpickler error: ", "")
+    """The informative part of a torch.load error (weights_only errors bury it mid-text)."""
+    text = str(err)
+    if "WeightsUnpickler error:" in text:
+        rest = text.split("WeightsUnpickler error:", 1)[1]
+        lines = [line.strip() for line in rest.splitlines() if line.strip()]
+        if lines and not lines[0].startswith("Check the documentation"):
+            return lines[0]
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
     return lines[0] if lines else type(err).__name__
 
 
