@@ -42,7 +42,7 @@ from typing import List, Optional
 import torch
 from torch import Tensor, nn
 
-from s3prl_distill.lengths import ceil_div, zero_padding
+from s3prl_distill.lengths import zero_padding
 from s3prl_distill.models.cnn import FeatureExtractor, FeatureProjection
 from s3prl_distill.models.config import StudentConfig
 from s3prl_distill.models.heads import build_head
