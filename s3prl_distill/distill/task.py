@@ -72,7 +72,10 @@ class DistillationTask(nn.Module):
         self.student = student
         self.teacher = teacher
         self.loss = loss
-        self.max_frame_diff = int(max_frame_diff)
+        # a time reduction by k that drops a partial last group (time_reduction_tail: drop)
+        # predicts up to k - 1 frames fewer than the teacher has
+        k = int(getattr(getattr(student, "config", None), "time_reduction", 1) or 1)
+        self.max_frame_diff = max(int(max_frame_diff), k - 1)
         self.target_layers: List[int] = [int(k) for k in student.target_layers]
         if not self.target_layers:
             raise ValueError("the student has no prediction heads (target_layers is empty): "
