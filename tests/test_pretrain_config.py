@@ -11,7 +11,7 @@ import torch
 import s3prl_distill  # noqa: F401
 from s3prl_distill.config import ConfigError, load_yaml
 from s3prl_distill.pretrain.config import PretrainConfig
-from s3prl_distill.pretrain.trainer import build_optimizer, build_scheduler
+from s3prl_distill.pretrain.optim import build_optimizer, build_scheduler
 from s3prl_distill.run_pretrain import PRETRAIN_DIR
 
 CONFIGS = os.path.join(PRETRAIN_DIR, "configs")
@@ -54,7 +54,7 @@ def test_fithubert_setups_match_the_paper(name, epochs, sets):
 def test_linear_warmup_then_linear_decay_to_zero():
     cfg = load("distilhubert.yaml")  # warm-up 7 % of the updates
     param = torch.nn.Parameter(torch.zeros(1))
-    opt = build_optimizer(cfg.optimizer, [param])
+    opt = build_optimizer(cfg.optimizer, [("w", param)], 200)
     assert isinstance(opt, torch.optim.Adam)
     sched = build_scheduler(cfg.scheduler, opt, 200)  # warm-up 7 % = 14 updates
     lrs = []

@@ -155,6 +155,19 @@ def test_family_mismatch_and_bad_paths(ckpts, tmp_path):
         ENTRIES["fithubert_local"]()
 
 
+def test_hub_entries_read_the_checkpoint_once(ckpts, monkeypatch):
+    from s3prl_distill import checkpoint
+
+    reads = []
+    real = checkpoint.safe_load
+    monkeypatch.setattr(checkpoint, "safe_load", lambda path, *a, **k: reads.append(path) or real(path, *a, **k))
+    for entry, name in [("distilhubert_local", "distil"), ("fithubert_local", "fit"),
+                        ("distill_student_local", "custom")]:
+        reads.clear()
+        ENTRIES[entry](ckpt=str(ckpts[name]))
+        assert reads == [str(ckpts[name])], (entry, reads)
+
+
 def test_padding_rejects_bad_input():
     with pytest.raises(ValueError, match="empty"):
         pad_wavs([])

@@ -312,18 +312,15 @@ def _time_runner(model_config: Any, config: Dict[str, Any], expdir: str, seed: i
     """(setup seconds, training-loop seconds, batches per epoch) of one fresh runner."""
     import time
 
-    from s3prl_distill.pretrain.expert import UpstreamPretrainExpert
-    from s3prl_distill.pretrain.trainer import Trainer
+    from s3prl_distill.run_pretrain import prepare_in_process, training_session
 
     start = time.perf_counter()
-    trainer = Trainer(UpstreamPretrainExpert, config, model_config, expdir, device="cpu", seed=seed,
-                      tensorboard=False)
-    ready = time.perf_counter()
-    try:
+    prep = prepare_in_process(model_config, config, expdir, seed=seed, device="cpu")
+    with training_session(prep, tensorboard=False) as trainer:
+        ready = time.perf_counter()
         trainer.train()
-    finally:
-        trainer.close()
-    return ready - start, time.perf_counter() - ready, len(trainer.expert.sampler)
+        batches = trainer.batches_per_epoch
+    return ready - start, time.perf_counter() - ready, batches
 
 
 def _warm_up(model_config: Any, folder: str, audio_dir: str, batch_size: int, seed: int) -> None:

@@ -251,6 +251,9 @@ class StudentConfig:
     ``front_end``: ``cnn`` = the waveform CNN of ``cnn`` (HuBERT, wav2vec 2.0, FitHuBERT), or
     ``log_mel`` = the log-mel convs of ``log_mel`` (Whisper's front end, for Whisper teachers).
     ``time_reduction``: stride k of the time-reduction conv before the transformer (1 = none).
+    ``time_reduction_tail``: the last ``T mod k`` CNN frames: ``pad`` (zero-pad them into one more
+    reduced frame, ``ceil(T/k)``; ours) or ``drop`` (ignore them, ``floor(T/k)``; the official
+    FitHuBERT code). See :mod:`s3prl_distill.models.time_reduction`.
     ``teacher_dim`` / ``teacher_layers``: width and depth of the teacher the heads predict.
     ``keep_heads``: keep the heads after distillation (``drop_heads`` is then a no-op).
     ``hidden_states``: what the S3PRL upstream exposes:
@@ -278,6 +281,7 @@ class StudentConfig:
     log_mel: LogMelFrontEndConfig = field(default_factory=LogMelFrontEndConfig)
     encoder: EncoderConfig = field(default_factory=EncoderConfig)
     time_reduction: int = 1
+    time_reduction_tail: Literal["pad", "drop"] = "pad"
     heads: List[HeadConfig] = field(default_factory=list)
     teacher_dim: int = 768
     teacher_layers: int = 12

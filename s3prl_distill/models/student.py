@@ -8,7 +8,8 @@ Forward path (shapes for a batch of B waveforms of S samples, valid lengths expl
       encoder.feature_projection -> [B, T, D]          (or none: ``feature_projection: false``)
       padded frames set to 0, encoder.transformer.pos_conv_embed (x + conv) or sinusoidal
       positions, layer_norm (post-LN)
-      time_reduction (stride k)  -> [B, ceil(T/k), D]   lengths [B]      (rate = 320 k)
+      time_reduction (stride k)  -> [B, ceil(T/k), D]   lengths [B]      (rate = 320 k;
+                                    floor(T/k) with ``time_reduction_tail: drop``)
       layer 0 = this; encoder.transformer.layers[i]     -> layer i, [B, T_enc, D]
       heads[j](layer s_j)        -> prediction j [B, T_teacher, D_teacher]
 
@@ -45,7 +46,7 @@ from typing import Iterable, List, Optional
 import torch
 from torch import Tensor, nn
 
-from s3prl_distill.lengths import ceil_div, zero_padding
+from s3prl_distill.lengths import zero_padding
 from s3prl_distill.models.cnn import FeatureExtractor, FeatureProjection
 from s3prl_distill.models.config import StudentConfig
 from s3prl_distill.models.heads import build_head
@@ -140,7 +141,8 @@ class Student(nn.Module):
         )
         self.encoder = _Encoder(cfg, self.feature_extractor.out_channels)
         self.time_reduction = (
-            TimeReduction(cfg.encoder.dim, cfg.time_reduction) if cfg.time_reduction > 1 else None
+            TimeReduction(cfg.encoder.dim, cfg.time_reduction, cfg.time_reduction_tail)
+            if cfg.time_reduction > 1 else None
         )
         self.heads = nn.ModuleList(
             build_head(h, cfg.encoder.dim, cfg.teacher_dim, cfg.time_reduction) for h in cfg.heads
@@ -214,10 +216,11 @@ class Student(nn.Module):
     def output_lengths(self, wav_lengths: Tensor) -> Tensor:
         """[B] samples -> [B] valid frames of ``hidden_states`` (exact conv arithmetic)."""
         lengths = self.feature_extractor.output_lengths(wav_lengths)
-        if not self._head_layout and self.time_reduction is not None:
-            k = self.time_reduction.stride
-            lengths = ceil_div(lengths, k)
-        return lengths
+        if self.time_reduction is None:
+            return lengths
+        if self._head_layout:
+            return self.time_reduction.restored_lengths(lengths)
+        return self.time_reduction.output_lengths(lengths)
 
     def drop_heads(self, force: bool = False) -> None:
         """Remove the prediction heads (after distillation), unless ``config.keep_heads``.
@@ -326,7 +329,9 @@ class Student(nn.Module):
             predictions = [
                 self.heads[self._active[i]](layer_outputs[self._head_layers[i]], frames) for i in run
             ]
-            prediction_lengths = cnn_lengths.clamp(max=frames)
+            restored = (cnn_lengths if self.time_reduction is None
+                        else self.time_reduction.restored_lengths(cnn_lengths))
+            prediction_lengths = restored.clamp(max=frames)
 
         if mode == "heads" and predictions:
             hidden_states, hs_lengths = list(predictions), prediction_lengths

@@ -18,7 +18,7 @@ from __future__ import annotations
 import logging
 import os
 from dataclasses import dataclass
-from typing import Dict, List, Optional
+from typing import Any, Dict, List, Mapping, Optional
 
 import torch
 from torch import Tensor
@@ -50,14 +50,22 @@ class ExpertOptions:
 class UpstreamExpert(_Base):
     """S3PRL upstream serving a student checkpoint (heads dropped unless kept)."""
 
-    def __init__(self, ckpt: str, model_config: Optional[str] = None, **kwargs):
+    def __init__(self, ckpt: str, model_config: Optional[str] = None, *,
+                 loaded: Optional[Mapping[str, Any]] = None, **kwargs):
+        """
+        Args:
+            ckpt: the checkpoint file.
+            model_config: optional YAML of :class:`ExpertOptions`.
+            loaded: the checkpoint dict already read from ``ckpt`` by the caller (a hub entry
+                reads it once to check its family); not read again.
+        """
         super().__init__(**kwargs)
         if ckpt is None:
             raise ValueError("UpstreamExpert needs ckpt=PATH to an s3prl-distill student checkpoint")
         options = ExpertOptions()
         if model_config:
             options = from_dict(ExpertOptions, load_yaml(model_config), where=os.fspath(model_config))
-        self.model, self.meta = load_student(ckpt, keep_heads=options.keep_heads)
+        self.model, self.meta = load_student(ckpt, keep_heads=options.keep_heads, loaded=loaded)
         self.model.eval()
         self.ckpt = os.fspath(ckpt)
         logger.info(
