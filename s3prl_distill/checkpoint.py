@@ -134,13 +134,13 @@ def student_from_checkpoint(ckpt: Mapping[str, Any], keep_heads: Optional[bool] 
     cfg = from_dict(StudentConfig, ckpt["config"], where=f"{where}: config")
     student = build_student(cfg)
     state = dict(ckpt["state_dict"])
-    head_keys = [k for k in state if k.startswith("heads.")]
     keep = cfg.keep_heads if keep_heads is None else keep_heads
-    if not head_keys and len(student.heads):
-        student.drop_heads(force=True)  # saved after drop_heads(): the model has none either
+    student.match_state_heads(state)  # saved after drop_heads(): the model lacks those heads too
     _load_state(student, state, where)
-    if not keep and len(student.heads):
+    if not keep:
         student.drop_heads(force=True)
+    elif keep_heads is None:
+        student.drop_heads()  # what the config keeps: every head, or the last one (last_head)
     return student
 
 

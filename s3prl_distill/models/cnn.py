@@ -154,12 +154,15 @@ class ConvLayerBlock(nn.Module):
     """Conv1d (no padding) -> optional norm -> GELU: [B, C_in, T] -> [B, C_out, T']."""
 
     def __init__(self, in_channels: int, out_channels: int, kernel: int, stride: int, bias: bool,
-                 layer_norm: Optional[nn.Module]):
+                 layer_norm: Optional[nn.Module], norm_over_padding: bool = False):
         super().__init__()
         self.kernel_size = kernel
         self.stride = stride
         self.conv = nn.Conv1d(in_channels, out_channels, kernel, stride=stride, bias=bias)
         self.layer_norm = layer_norm
+        # True: a group norm takes its statistics over every frame of the padded batch (S3PRL's
+        # DistillerModel, the official FitHuBERT); False: over each utterance's valid frames
+        self.norm_over_padding = norm_over_padding
 
     # Inference fast path (see ``FeatureExtractor``): the conv on channels-last activations
     # (:func:`conv1d_channels_last`). ``False`` keeps this block (and so the whole stack) on nn.Conv1d (A/B switch).
@@ -193,7 +196,7 @@ class ConvLayerBlock(nn.Module):
         x = self.conv(x)
         lengths = conv_output_lengths(lengths, self.kernel_size, self.stride)
         if self.layer_norm is not None:
-            x = self.layer_norm(x, lengths)
+            x = self.layer_norm(x, None if self.norm_over_padding else lengths)
         return F.gelu(x), lengths
 
 
@@ -212,8 +215,10 @@ class FeatureExtractor(nn.Module):
     """The conv stack: wavs [B, S] -> features [B, T, C_last] with valid lengths [B].
 
     Args:
-        cfg: layer spec (channels, kernel, stride per layer), norm placement, conv bias.
-        grad_mult: gradient scale applied to the output (DistilHuBERT/FitHuBERT use 0.1).
+        cfg: layer spec (channels, kernel, stride per layer), norm placement, conv bias, and
+            ``group_norm_over_padding`` (then a padded batch runs as one batch on every path, so
+            that the first group norm sees its padding, as S3PRL's DistillerModel does).
+        grad_mult: gradient scale applied to the output (S3PRL's DistilHuBERT config: 0.1).
     """
 
     def __init__(self, cfg: CNNConfig, grad_mult: float = 1.0):
@@ -228,9 +233,11 @@ class FeatureExtractor(nn.Module):
                 norm = MaskedGroupNorm(spec.channels)
             else:
                 norm = None
-            blocks.append(ConvLayerBlock(in_ch, spec.channels, spec.kernel, spec.stride, cfg.bias, norm))
+            blocks.append(ConvLayerBlock(in_ch, spec.channels, spec.kernel, spec.stride, cfg.bias, norm,
+                                         norm_over_padding=cfg.group_norm_over_padding))
             in_ch = spec.channels
         self.conv_layers = nn.ModuleList(blocks)
+        self.group_norm_over_padding = cfg.group_norm_over_padding and cfg.norm == "group_norm_first"
         self.out_channels = in_ch
         self.stride = cfg.stride
         self.receptive_field = cfg.receptive_field
@@ -290,7 +297,8 @@ class FeatureExtractor(nn.Module):
 
     def _features(self, wavs: Tensor, wav_lengths: Tensor) -> Tuple[Tensor, Tensor]:
         """wavs: [B, S], wav_lengths: [B] -> ([B, T, C], [B]) by the GEMM or the nn.Conv1d path."""
-        if self._channels_last_ok(wavs):
+        if self._channels_last_ok(wavs) and not (
+                self.group_norm_over_padding and bool((wav_lengths < wavs.shape[-1]).any())):
             return self._run_channels_last(wavs, wav_lengths)
         x, lengths = self._run(wavs, wav_lengths)
         return x.transpose(1, 2), lengths
@@ -299,7 +307,8 @@ class FeatureExtractor(nn.Module):
         """wavs: [B, S], wav_lengths: [B] -> ([B, C, T], [B])."""
         x = wavs[:, None, :]
         # per utterance only on CPU: on an accelerator one batched launch beats B small ones
-        if (self.per_utterance and x.device.type == "cpu" and x.shape[0] > 1
+        if (self.per_utterance and not self.group_norm_over_padding and x.device.type == "cpu"
+                and x.shape[0] > 1
                 and bool((wav_lengths < x.shape[-1]).any())):
             return self._per_utterance(x, wav_lengths)
         lengths = wav_lengths
