@@ -125,13 +125,27 @@ def read_checkpoint(path: PathLike) -> Dict[str, Any]:
 
 
 def student_from_checkpoint(ckpt: Mapping[str, Any], keep_heads: Optional[bool] = None,
-                            where: str = "checkpoint") -> Student:
+                            where: str = "checkpoint", hidden_states: Optional[str] = None) -> Student:
     """Build the student of a checkpoint dict and load its weights (heads per ``keep_heads``).
 
     Args:
         keep_heads: True keeps the heads, False drops them, None follows ``config.keep_heads``.
+        hidden_states: evaluate in another layout than the checkpoint's config says (e.g.
+            ``last_head``: FitHuBERT as its paper evaluates it, from a pretraining checkpoint
+            that still holds its heads); modes other than ``layers`` keep the heads they need.
     """
-    cfg = from_dict(StudentConfig, ckpt["config"], where=f"{where}: config")
+    data = dict(ckpt["config"])
+    if hidden_states is not None:
+        data["hidden_states"] = hidden_states
+        if hidden_states != "layers":
+            if not any(k.startswith("heads.") for k in ckpt["state_dict"]):
+                raise CheckpointError(
+                    f"{where}: hidden_states: {hidden_states} needs the prediction heads, which this "
+                    "checkpoint does not hold (exported with its heads dropped); use the "
+                    "pretraining checkpoint (states-N.ckpt) instead")
+            data["keep_heads"] = True
+            keep_heads = None
+    cfg = from_dict(StudentConfig, data, where=f"{where}: config")
     student = build_student(cfg)
     state = dict(ckpt["state_dict"])
     keep = cfg.keep_heads if keep_heads is None else keep_heads
@@ -153,7 +167,8 @@ def _load_state(student: Student, state: Dict[str, torch.Tensor], where: str) ->
 
 def load_student(path: PathLike, keep_heads: Optional[bool] = None,
                  map_location: Union[str, torch.device] = "cpu",
-                 loaded: Optional[Mapping[str, Any]] = None) -> Tuple[Student, Dict[str, Any]]:
+                 loaded: Optional[Mapping[str, Any]] = None,
+                 hidden_states: Optional[str] = None) -> Tuple[Student, Dict[str, Any]]:
     """Load a student (or pretraining) checkpoint.
 
     Args:
@@ -161,12 +176,14 @@ def load_student(path: PathLike, keep_heads: Optional[bool] = None,
         keep_heads: True keeps the heads, False drops them, None (default) follows the config:
             heads are dropped unless ``config.keep_heads``.
         loaded: the dict :func:`read_checkpoint` already returned for ``path`` (not read again).
+        hidden_states: another evaluation layout (see :func:`student_from_checkpoint`).
     Returns:
         (student in eval mode, meta) where meta has ``config`` (plain dict), ``teacher``,
         ``training``, ``version`` and, for pretraining checkpoints, ``step``.
     """
     ckpt = loaded if loaded is not None else read_checkpoint(path)
-    student = student_from_checkpoint(ckpt, keep_heads, where=os.fspath(path))
+    student = student_from_checkpoint(ckpt, keep_heads, where=os.fspath(path),
+                                      hidden_states=hidden_states)
     student.to(map_location).eval()
     return student, student_meta(ckpt)
 

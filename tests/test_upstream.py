@@ -141,6 +141,27 @@ def test_model_config_can_keep_heads(ckpts, tmp_path):
         ENTRIES["distilhubert_local"](ckpt=str(ckpts["distil"]), model_config=str(conf))
 
 
+def test_model_config_evaluates_a_checkpoint_in_another_layout(ckpts, tmp_path):
+    """FitHuBERT as its paper evaluates it (last head only, teacher width at the CNN rate), from a
+    checkpoint that still holds its heads; an exported one (heads dropped) is refused by name."""
+    from s3prl_distill.checkpoint import load_student
+
+    conf = tmp_path / "expert.yaml"
+    conf.write_text("hidden_states: last_head\n")
+    model, _ = load_student(ckpts["fit"], keep_heads=True)
+    save_student(tmp_path / "with_heads.ckpt", model)
+    up = ENTRIES["fithubert_local"](ckpt=str(tmp_path / "with_heads.ckpt"), model_config=str(conf))
+    with torch.no_grad():
+        states = up(_batch())["hidden_states"]
+    assert len(states) == 1 and states[0].shape[-1] == 12 and up.get_downsample_rates("x") == 320
+    assert {n.split(".")[1] for n, _ in up.model.named_parameters() if n.startswith("heads.")} == {"2"}
+    with pytest.raises(CheckpointError, match="last_head needs the prediction heads"):
+        ENTRIES["fithubert_local"](ckpt=str(ckpts["fit"]), model_config=str(conf))
+    conf.write_text("hidden_states: top\n")
+    with pytest.raises(ValueError, match="hidden_states"):
+        ENTRIES["fithubert_local"](ckpt=str(tmp_path / "with_heads.ckpt"), model_config=str(conf))
+
+
 def test_family_mismatch_and_bad_paths(ckpts, tmp_path):
     with pytest.raises(CheckpointError, match=r"fit\.ckpt.*distilhubert_local.*'fithubert'.*fithubert_local"):
         ENTRIES["distilhubert_local"](ckpt=str(ckpts["fit"]))

@@ -155,6 +155,9 @@ class RunnerSection:
             (0: never stop early); the best checkpoint is kept as ``best.ckpt`` whenever a dev
             set is evaluated.
         early_stopping_min_delta: an evaluation must improve the best dev loss by more than this.
+        early_stopping_metric: the dev figure that decides the best checkpoint and early
+            stopping: ``loss`` (the training objective) or a loss term (``feat``: FitHuBERT's
+            last-layer MSE, the official ``v_loss``; ``l1/layer4``, ...).
     """
 
     total_steps: int = 200000
@@ -171,6 +174,7 @@ class RunnerSection:
     eval_each_epoch: bool = False
     early_stopping_patience: int = 0
     early_stopping_min_delta: float = 0.0
+    early_stopping_metric: str = "loss"
 
     def validate(self) -> None:
         for key in ("gradient_accumulate_steps", "log_step", "save_step", "max_keep"):

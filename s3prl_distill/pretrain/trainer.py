@@ -230,11 +230,13 @@ class Trainer:
         """Write ``best.ckpt`` (rank 0): the student at the lowest dev loss so far."""
         if not self.ctx.is_main:
             return
+        metric = self.cfg.runner.early_stopping_metric
         ckpt = student_checkpoint(self.student, self.run.teacher.describe(),
-                                  {"step": self.step, "dev_loss": float(dev["loss"]),
-                                   "loss": self.run.config.loss.type, "seed": self.seed})
+                                  {"step": self.step, "dev": {k: float(v) for k, v in dev.items()},
+                                   "dev_metric": metric, "loss": self.run.config.loss.type,
+                                   "seed": self.seed})
         atomic_save(ckpt, os.path.join(self.expdir, BEST_NAME))
-        logger.info("update %d: new best dev loss %.5f -> %s", self.step, dev["loss"],
+        logger.info("update %d: new best dev %s %.5f -> %s", self.step, metric, dev[metric],
                     os.path.join(self.expdir, BEST_NAME))
 
     # -- one update --------------------------------------------------------------------------------
@@ -303,13 +305,17 @@ class Trainer:
         if self.run.dev_loader is None:
             return None
         dev = evaluate(self.run, self.run.dev_loader, self.ctx)
-        self.last_dev = dev["loss"]
-        improved = self.early.update(dev["loss"], self.step)
+        metric = self.cfg.runner.early_stopping_metric
+        if metric not in dev:
+            raise ConfigError(f"runner.early_stopping_metric: '{metric}' is not a dev figure of this "
+                              f"loss; choose one of {sorted(k for k in dev if k != 'frames')}")
+        self.last_dev = dev[metric]
+        improved = self.early.update(dev[metric], self.step)
         if self.writer is not None:
             for name, value in dev.items():
                 if name != "frames":
                     self.writer.add_scalar(f"{DEV_PREFIX}{name}", value, self.step)
-        logger.info("update %d: dev loss %.5f (best %.5f at update %d%s)", self.step, dev["loss"],
+        logger.info("update %d: dev %s %.5f (best %.5f at update %d%s)", self.step, metric, dev[metric],
                     self.early.best if self.early.best is not None else float("nan"),
                     self.early.best_step,
                     f", {self.early.bad_evals} evaluation(s) without improvement" if not improved else "")

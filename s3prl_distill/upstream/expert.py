@@ -18,7 +18,7 @@ from __future__ import annotations
 import logging
 import os
 from dataclasses import dataclass
-from typing import Any, Dict, List, Mapping, Optional
+from typing import Any, Dict, List, Literal, Mapping, Optional
 
 import torch
 from torch import Tensor
@@ -42,9 +42,13 @@ class ExpertOptions:
     """Options read from ``model_config``.
 
     keep_heads: None follows the checkpoint's config; True/False overrides it.
+    hidden_states: None follows the checkpoint's config; a layout (``layers``, ``layers+heads``,
+        ``heads``, ``last_head``) evaluates the checkpoint that way, e.g. ``last_head`` gives
+        FitHuBERT as its paper evaluates it from a pretraining checkpoint that holds its heads.
     """
 
     keep_heads: Optional[bool] = None
+    hidden_states: Optional[Literal["layers", "layers+heads", "heads", "last_head"]] = None
 
 
 class UpstreamExpert(_Base):
@@ -65,7 +69,8 @@ class UpstreamExpert(_Base):
         options = ExpertOptions()
         if model_config:
             options = from_dict(ExpertOptions, load_yaml(model_config), where=os.fspath(model_config))
-        self.model, self.meta = load_student(ckpt, keep_heads=options.keep_heads, loaded=loaded)
+        self.model, self.meta = load_student(ckpt, keep_heads=options.keep_heads, loaded=loaded,
+                                             hidden_states=options.hidden_states)
         self.model.eval()
         self.ckpt = os.fspath(ckpt)
         logger.info(
