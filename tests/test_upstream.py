@@ -155,8 +155,10 @@ def test_model_config_evaluates_a_checkpoint_in_another_layout(ckpts, tmp_path):
         states = up(_batch())["hidden_states"]
     assert len(states) == 1 and states[0].shape[-1] == 12 and up.get_downsample_rates("x") == 320
     assert {n.split(".")[1] for n, _ in up.model.named_parameters() if n.startswith("heads.")} == {"2"}
+    exported, _ = load_student(ckpts["fit"])  # heads dropped, as `s3prl-distill export` writes it
+    save_student(tmp_path / "exported.ckpt", exported)
     with pytest.raises(CheckpointError, match="last_head needs the prediction heads"):
-        ENTRIES["fithubert_local"](ckpt=str(ckpts["fit"]), model_config=str(conf))
+        ENTRIES["fithubert_local"](ckpt=str(tmp_path / "exported.ckpt"), model_config=str(conf))
     conf.write_text("hidden_states: top\n")
     with pytest.raises(ValueError, match="hidden_states"):
         ENTRIES["fithubert_local"](ckpt=str(tmp_path / "with_heads.ckpt"), model_config=str(conf))
