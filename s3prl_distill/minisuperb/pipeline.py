@@ -39,11 +39,14 @@ __all__ = ["DemoConfig", "DemoStudent", "DEMO_PRESETS", "STUDENTS", "student_ups
 
 @dataclass(frozen=True)
 class DemoStudent:
-    """One demo student: its model YAML in ``upstream_configs/`` and its peak learning rates."""
+    """One demo student: its model YAML in ``upstream_configs/``, its peak learning rates and its
+    gradient clipping (its method's: S3PRL's DistilHuBERT runner clips at 5.0, the official
+    FitHuBERT trainer not at all)."""
 
     yaml: str
     lr: float
     head_lr: Optional[float] = None
+    gradient_clipping: Optional[float] = 5.0
 
 
 #: demo students by display name. DistilHuBERT-tiny starts as a copy of the teacher's front end
@@ -53,7 +56,7 @@ class DemoStudent:
 #: FitHuBERT-tiny starts from scratch and trains everything at one higher rate.
 STUDENTS: Dict[str, DemoStudent] = {
     "DistilHuBERT-tiny": DemoStudent("whisper_tiny_distilhubert.yaml", lr=1.0e-4, head_lr=2.0e-3),
-    "FitHuBERT-tiny": DemoStudent("whisper_tiny_fithubert.yaml", lr=2.0e-3),
+    "FitHuBERT-tiny": DemoStudent("whisper_tiny_fithubert.yaml", lr=2.0e-3, gradient_clipping=None),
 }
 TEACHER = {"source": "whisper_ct2", "path": None, "arch": "whisper"}
 
@@ -146,6 +149,8 @@ def distil(name: str, student: DemoStudent, config_dir: Path, file_list: Path, e
         "config.runner.max_keep=1",
         f"config.optimizer.lr={student.lr}",
         f"config.optimizer.head_lr={'null' if student.head_lr is None else student.head_lr}",
+        "config.runner.gradient_clipping="
+        + ("null" if student.gradient_clipping is None else str(student.gradient_clipping)),
         "config.pretrain_expert.datarc.audio_dir=null",
         f"config.pretrain_expert.datarc.file_list={file_list}",
         f"config.pretrain_expert.datarc.length_index={expdir / 'lengths.tsv'}",
