@@ -8,6 +8,7 @@ import os
 import subprocess
 import sys
 import textwrap
+import types
 
 import pytest
 
@@ -280,3 +281,20 @@ def _python_args(code, *args):
     full.pop("S3PRL_DISTILL_NO_HOOK", None)
     return subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True,
                           env=full, timeout=120, check=True).stdout.strip()
+
+
+def test_pretrain_action_allows_checkpoints_before_extending(tmp_path, monkeypatch):
+    """The allow-list is installed by the pretrain action itself (not by an import it happens to
+    cause), before the path is extended; a foreign `pretrain` gets neither."""
+    from s3prl_distill.compat import weights_only
+
+    calls = []
+    monkeypatch.setattr(weights_only, "allow_s3prl_checkpoints", lambda: calls.append("allow"))
+    monkeypatch.setattr(registry, "extend_pretrain_path", lambda m: calls.append("extend"))
+    s3prl_dir = _fake_s3prl_checkout(tmp_path)
+    fake = types.ModuleType("pretrain")
+    fake.__path__ = [str(s3prl_dir / "pretrain")]
+    hook._after_pretrain(fake)
+    assert calls == ["allow", "extend"]
+    fake.__path__ = [str(tmp_path)]
+    assert hook._after_pretrain(fake) is False and calls == ["allow", "extend"]
