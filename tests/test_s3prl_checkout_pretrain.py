@@ -35,7 +35,6 @@ from distill_fixtures import make_audio_dir, make_teacher, model_yaml
 
 pytestmark = pytest.mark.slow
 
-REPO = Path(__file__).resolve().parents[1]
 STEPS = 30
 # = train_batch_size: one batch per epoch, the same batch every step; more utterances than steps,
 # else S3PRL's runner names its last checkpoint states-epoch-<n>.ckpt instead of states-<step>.ckpt
@@ -89,8 +88,9 @@ def _env(root: Path):
     env = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1", CUDA_VISIBLE_DEVICES="",
                PYTHONDONTWRITEBYTECODE="1")
     env.pop("S3PRL_DISTILL_NO_HOOK", None)
-    # `pip install -e .` of S3PRL's repository puts the checkout first; ours stays importable
-    env["PYTHONPATH"] = os.pathsep.join([str(root), str(REPO), env.get("PYTHONPATH", "")])
+    # `pip install -e .` of S3PRL's repository puts the checkout first (s3prl_distill is imported
+    # as this process imports it: installed, or from PYTHONPATH)
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(root), env.get("PYTHONPATH", "")) if p)
     return env
 
 
