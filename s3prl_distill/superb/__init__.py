@@ -30,14 +30,16 @@ import sys
 import types
 from typing import List
 
-from s3prl_distill.superb import s3prl_caches
+from s3prl_distill.superb import ctc_corpus, s3prl_caches
+from s3prl_distill.superb.ctc_corpus import libriphone, snips
+from s3prl_distill.superb.samplers import DistributedSamplerWrapper
 
 logger = logging.getLogger(__name__)
 
 __all__ = ["install", "data_file", "installed", "missing_ctc_readers", "CTC_CORPUS"]
 
 _DATA_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "data")
-_CORPUS_MODULES = ("libriphone", "snips")
+_READERS = {"libriphone": libriphone, "snips": snips}  # S3PRL module name -> our reader module
 #: S3PRL's package of ctc corpus readers (a folder without ``__init__.py`` in S3PRL's repository)
 CTC_CORPUS = "s3prl.downstream.ctc.corpus"
 _INSTALLED = False
@@ -62,7 +64,7 @@ def _s3prl_ctc_folders() -> List[str]:
 def missing_ctc_readers() -> List[str]:
     """The reader modules (``libriphone``, ``snips``) the installed S3PRL does not ship."""
     folders = _s3prl_ctc_folders()
-    return [name for name in _CORPUS_MODULES
+    return [name for name in _READERS
             if not any(os.path.isfile(os.path.join(f, "corpus", f"{name}.py")) for f in folders)]
 
 
@@ -73,7 +75,7 @@ def _install_ctc_corpus() -> List[str]:
     if not missing:
         logger.debug("%s: S3PRL's own PR/SF readers are installed; using them", CTC_CORPUS)
         return []
-    package = importlib.import_module("s3prl_distill.superb.ctc_corpus")
+    package = ctc_corpus
     has_folder = any(os.path.isdir(os.path.join(f, "corpus")) for f in _s3prl_ctc_folders())
     if not has_folder:
         existing = sys.modules.get(CTC_CORPUS)
@@ -85,8 +87,7 @@ def _install_ctc_corpus() -> List[str]:
         if parent is not None:
             setattr(parent, "corpus", package)
     for name in missing:
-        sys.modules[f"{CTC_CORPUS}.{name}"] = importlib.import_module(
-            f"s3prl_distill.superb.ctc_corpus.{name}")
+        sys.modules[f"{CTC_CORPUS}.{name}"] = _READERS[name]
     logger.debug("%s: our readers for %s (missing from the installed S3PRL)", CTC_CORPUS, missing)
     return missing
 
@@ -105,8 +106,6 @@ def _install_catalyst_sampler() -> None:
     """Provide ``catalyst.data.sampler.DistributedSamplerWrapper`` when catalyst cannot load."""
     if _catalyst_importable():
         return
-    from s3prl_distill.superb.samplers import DistributedSamplerWrapper
-
     modules = {}
     for name in ("catalyst", "catalyst.data", "catalyst.data.sampler"):
         module = types.ModuleType(name)
