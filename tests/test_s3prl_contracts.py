@@ -17,12 +17,9 @@ from __future__ import annotations
 import ast
 import importlib
 import importlib.util
-import os
 import re
 from pathlib import Path
 from typing import Dict, Set
-
-import pytest
 
 import s3prl_distill  # noqa: F401
 from s3prl_distill import registry
