@@ -17,7 +17,7 @@ file, so that a large corpus does not flood the log; later occurrences are logge
 
 Example:
     >>> wav, sr = read_audio("utt.flac", target_sr=16000)       # doctest: +SKIP
-    >>> wavs, lengths = pad_batch([wav, wav[:8000]])              # doctest: +SKIP
+    >>> wavs, lengths = pad_waveforms([wav, wav[:8000]])          # doctest: +SKIP (s3prl_distill.lengths)
 """
 
 from __future__ import annotations
@@ -46,7 +46,6 @@ __all__ = [
     "to_mono",
     "check_samples",
     "crop",
-    "pad_batch",
     "write_audio",
     "DEFAULT_SAMPLE_RATE",
 ]
@@ -249,7 +248,7 @@ def crop(
     """Cut ``wav`` [S] (or [..., S]) to at most ``max_samples`` along the last axis.
 
     ``mode``: ``"random"`` (uniform start drawn from ``generator``), ``"start"`` or ``"center"``.
-    Shorter input is returned unchanged (pad with :func:`pad_batch`).
+    Shorter input is returned unchanged (pad with :func:`s3prl_distill.lengths.pad_waveforms`).
     """
     if mode not in _CROP_MODES:
         raise ValueError(f"crop mode must be one of {_CROP_MODES}, got {mode!r}")
@@ -268,33 +267,6 @@ def crop(
     return wav[..., start : start + max_samples]
 
 
-def pad_batch(
-    wavs: Sequence[Tensor], *, pad_value: float = 0.0, multiple_of: int = 1
-) -> Tuple[Tensor, Tensor]:
-    """Stack waveforms of different lengths into one zero-padded batch.
-
-    Args:
-        wavs: B tensors, each [S_i].
-        pad_value: value of the padded samples.
-        multiple_of: round the padded length up to a multiple of this (1: no rounding).
-
-    Returns:
-        (wavs, lengths): Tensor [B, S_max] (dtype of the inputs), LongTensor [B] of the S_i.
-    """
-    if len(wavs) == 0:
-        raise ValueError("pad_batch needs at least one waveform")
-    if multiple_of < 1:
-        raise ValueError(f"multiple_of must be >= 1, got {multiple_of}")
-    for i, wav in enumerate(wavs):
-        if wav.dim() != 1:
-            raise ValueError(f"pad_batch: waveform {i} must be [S], got shape {tuple(wav.shape)}")
-    lengths = torch.tensor([int(w.shape[0]) for w in wavs], dtype=torch.long)
-    total = int(lengths.max())
-    total = -(-total // multiple_of) * multiple_of
-    out = wavs[0].new_full((len(wavs), total), pad_value)
-    for i, wav in enumerate(wavs):
-        out[i, : wav.shape[0]] = wav
-    return out, lengths
 
 
 def write_audio(

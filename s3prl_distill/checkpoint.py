@@ -33,7 +33,7 @@ FORMAT = "s3prl_distill.student"
 VERSION = 1
 
 __all__ = ["FORMAT", "VERSION", "CheckpointError", "student_checkpoint", "save_student",
-           "read_checkpoint", "student_from_checkpoint", "load_student"]
+           "read_checkpoint", "student_from_checkpoint", "load_student", "student_meta"]
 
 PathLike = Union[str, os.PathLike]
 
@@ -134,13 +134,13 @@ def student_from_checkpoint(ckpt: Mapping[str, Any], keep_heads: Optional[bool] 
     cfg = from_dict(StudentConfig, ckpt["config"], where=f"{where}: config")
     student = build_student(cfg)
     state = dict(ckpt["state_dict"])
-    head_keys = [k for k in state if k.startswith("heads.")]
     keep = cfg.keep_heads if keep_heads is None else keep_heads
-    if not head_keys and len(student.heads):
-        student.drop_heads(force=True)  # saved after drop_heads(): the model has none either
+    student.match_state_heads(state)  # saved after drop_heads(): the model lacks those heads too
     _load_state(student, state, where)
-    if not keep and len(student.heads):
+    if not keep:
         student.drop_heads(force=True)
+    elif keep_heads is None:
+        student.drop_heads()  # what the config keeps: every head, or the last one (last_head)
     return student
 
 
@@ -152,20 +152,27 @@ def _load_state(student: Student, state: Dict[str, torch.Tensor], where: str) ->
 
 
 def load_student(path: PathLike, keep_heads: Optional[bool] = None,
-                 map_location: Union[str, torch.device] = "cpu") -> Tuple[Student, Dict[str, Any]]:
+                 map_location: Union[str, torch.device] = "cpu",
+                 loaded: Optional[Mapping[str, Any]] = None) -> Tuple[Student, Dict[str, Any]]:
     """Load a student (or pretraining) checkpoint.
 
     Args:
         path: the checkpoint file.
         keep_heads: True keeps the heads, False drops them, None (default) follows the config:
             heads are dropped unless ``config.keep_heads``.
+        loaded: the dict :func:`read_checkpoint` already returned for ``path`` (not read again).
     Returns:
         (student in eval mode, meta) where meta has ``config`` (plain dict), ``teacher``,
         ``training``, ``version`` and, for pretraining checkpoints, ``step``.
     """
-    ckpt = read_checkpoint(path)
+    ckpt = loaded if loaded is not None else read_checkpoint(path)
     student = student_from_checkpoint(ckpt, keep_heads, where=os.fspath(path))
     student.to(map_location).eval()
+    return student, student_meta(ckpt)
+
+
+def student_meta(ckpt: Mapping[str, Any]) -> Dict[str, Any]:
+    """The plain description of a checkpoint dict (config, teacher, training, version, step)."""
     meta = {
         "config": ckpt["config"],
         "teacher": ckpt.get("teacher") or {},
@@ -174,4 +181,4 @@ def load_student(path: PathLike, keep_heads: Optional[bool] = None,
     }
     if "step" in ckpt:
         meta["step"] = ckpt["step"]
-    return student, meta
+    return meta

@@ -25,6 +25,7 @@ COMMANDS = {
     "submit": "s3prl_distill.commands.submit",
     "export": "s3prl_distill.commands.export",
     "register": "s3prl_distill.commands.register",
+    "convert": "s3prl_distill.commands.convert",
     "prepare": "s3prl_distill.commands.prepare",
 }
 

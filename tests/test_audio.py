@@ -11,7 +11,7 @@ import soundfile as sf
 import torch
 
 from s3prl_distill import audio
-from s3prl_distill.audio import AudioError, audio_info, crop, pad_batch, read_audio, write_audio
+from s3prl_distill.audio import AudioError, audio_info, crop, read_audio, write_audio
 
 
 @pytest.mark.parametrize("ext,subtype,tol", [("wav", "PCM_16", 1 / 32767), ("flac", "PCM_16", 1 / 32767),
@@ -137,18 +137,6 @@ def test_crop_modes():
     assert starts == set(range(7))  # every valid start reachable, none beyond
     with pytest.raises(ValueError, match="crop mode"):
         crop(wav, 4, mode="end")
-
-
-def test_pad_batch():
-    wavs, lengths = pad_batch([torch.ones(3), torch.ones(5) * 2, torch.ones(1)])
-    assert wavs.shape == (3, 5) and lengths.tolist() == [3, 5, 1] and lengths.dtype == torch.long
-    assert wavs[0].tolist() == [1, 1, 1, 0, 0] and wavs[2].tolist() == [1, 0, 0, 0, 0]
-    wavs, _ = pad_batch([torch.ones(3)], multiple_of=4, pad_value=-1.0)
-    assert wavs.tolist() == [[1, 1, 1, -1]]
-    with pytest.raises(ValueError, match="at least one"):
-        pad_batch([])
-    with pytest.raises(ValueError, match=r"waveform 1 must be \[S\]"):
-        pad_batch([torch.ones(3), torch.ones(2, 3)])
 
 
 def test_write_audio_rejects_bad(tmp_path):

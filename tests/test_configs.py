@@ -30,6 +30,9 @@ PUBLISHED_M = {
     "fithubert_cnn_fixed_512.yaml": 24.69,
     "fitw2v2.yaml": 31.63,
     "fitw2v2_100.yaml": 22.49,
+    # the paper's evaluation mode (last head kept): 22.03 M as an upstream, + the unused upsampler
+    "fithubert_last_head.yaml": 22.49,
+    "fitw2v2_100_last_head.yaml": 22.49,
 }
 # Ablations whose upstream is architecturally the base model (heads dropped / loss-only changes).
 SAME_AS = {
@@ -106,6 +109,11 @@ def test_distilhubert_heads_and_init():
     assert [h.teacher_layer for h in cfg.student.heads] == [4, 8, 12]
     assert cfg.init.from_teacher and cfg.init.num_layers == 2
     assert cfg.loss.type == "distilhubert" and cfg.loss.cos_weight == 1.0
+    # S3PRL's released recipe: loss averaged over the layers, encoder LayerNorm not copied,
+    # DistillerModel's init, feature_grad_mult 0.1; our padding treatment
+    assert cfg.loss.layer_reduction == "mean" and not cfg.init.copy_encoder_layer_norm
+    assert cfg.student.weight_init == "fairseq" and cfg.student.feature_grad_mult == 0.1
+    assert not cfg.loss.include_padded_frames and not cfg.student.cnn.group_norm_over_padding
     assert cfg.student.downsample_rate == 320
     # S3PRL's DistillerModel has no LayerNorm on the CNN features before the projection
     assert not cfg.student.encoder.feature_layer_norm
@@ -113,6 +121,16 @@ def test_distilhubert_heads_and_init():
     assert upstream_params(cfg.student) == 23_491_200
     student = build_student(cfg.student)
     assert n_params(student) == 27_034_752
+
+
+@pytest.mark.parametrize("path", [p for p in ALL_YAMLS if p.name.startswith("fit")], ids=lambda p: p.name)
+def test_fithubert_configs_follow_the_official_recipe(path):
+    """feature_grad_mult 1.0 (official data/conf/fithubert.yaml, fitwav2vec2.yaml), the official
+    init, trained from scratch; the last head kept only in the paper-evaluation configs."""
+    cfg = DistillConfig.from_yaml(path)
+    assert cfg.student.feature_grad_mult == 1.0 and cfg.student.weight_init == "fairseq"
+    assert not cfg.init.from_teacher and cfg.loss.type == "fithubert"
+    assert (cfg.student.hidden_states == "last_head") == path.name.endswith("_last_head.yaml")
 
 
 def test_fithubert_shape_facts():

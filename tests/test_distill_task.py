@@ -12,7 +12,7 @@ from s3prl_distill.config import ConfigError
 from s3prl_distill.distill.config import DistillConfig
 from s3prl_distill.distill.init import load_init_state
 from s3prl_distill.distill.losses import build_loss
-from s3prl_distill.distill.task import DistillationTask, align_to_shorter
+from s3prl_distill.distill.task import DistillationTask, check_frame_rates
 
 
 def _task(tmp_path, style="distilhubert", init=False):
@@ -36,21 +36,24 @@ def _batch(seed=0):
     return wavs, lengths
 
 
-def test_align_to_shorter_trims_and_masks():
-    preds = [torch.randn(2, 6, 4)]
-    targets = [torch.randn(2, 5, 4)]
-    p, t, mask = align_to_shorter(preds, torch.tensor([6, 3]), targets, torch.tensor([5, 4]))
-    assert p[0].shape == t[0].shape == (2, 5, 4)
-    assert mask.tolist() == [[True] * 5, [True, True, True, False, False]]
-
-
-def test_align_rejects_rate_mismatch_and_dim_mismatch():
+def test_frame_rate_check_allows_a_frame_or_two_only():
+    check_frame_rates(torch.tensor([6, 3]), torch.tensor([5, 4]), 2)
     with pytest.raises(ValueError, match="downsample rate"):
-        align_to_shorter([torch.randn(1, 10, 4)], torch.tensor([10]), [torch.randn(1, 5, 4)],
-                         torch.tensor([5]))
-    with pytest.raises(ValueError, match="teacher's dim"):
-        align_to_shorter([torch.randn(1, 5, 3)], torch.tensor([5]), [torch.randn(1, 5, 4)],
-                         torch.tensor([5]))
+        check_frame_rates(torch.tensor([10]), torch.tensor([5]), 2)
+
+
+def test_task_rejects_rate_and_dim_mismatch(tmp_path):
+    task, _ = _task(tmp_path)
+    task.eval()
+    wavs, lengths = _batch()
+    with torch.no_grad():
+        states, target_lengths = task.teacher_targets(wavs, lengths)
+        with pytest.raises(ValueError, match="teacher's dim"):
+            task(wavs, lengths, targets=([t[..., :-1] for t in states], target_lengths))
+        # targets of half the frame rate: caught on the (first) batch
+        half = ([t[:, ::2] for t in states], (target_lengths + 1) // 2)
+        with pytest.raises(ValueError, match="downsample rate"):
+            task(wavs, lengths, targets=half)
 
 
 @pytest.mark.parametrize("style", ["distilhubert", "fithubert"])

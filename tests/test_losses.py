@@ -37,14 +37,72 @@ def test_distilhubert_hand_computed():
     assert terms["loss/layer4"].item() == pytest.approx(total.item())
 
 
-def test_distilhubert_cos_weight_and_sum_over_heads():
-    loss = DistilHuBERTLoss([4, 8], cos_weight=0.5)
-    total, terms = loss([PRED, PRED * 2], [TARGET, TARGET], ALL)
-    # head 2: L1 frame0 |2-1|/2 = 0.5, frame1 (1 + 2)/2 = 1.5 -> 1.0; cos unchanged by scale
+def test_distilhubert_cos_weight_and_mean_or_sum_over_heads():
     cos = (nls(1.0) + nls(0.0)) / 2
-    assert terms["l1/layer8"].item() == pytest.approx(1.0)
-    assert terms["cos/layer8"].item() == pytest.approx(cos)
-    assert total.item() == pytest.approx((0.5 + 0.5 * cos) + (1.0 + 0.5 * cos))
+    per_layer = (0.5 + 0.5 * cos) + (1.0 + 0.5 * cos)
+    for reduction, expected in (("mean", per_layer / 2), ("sum", per_layer)):
+        loss = DistilHuBERTLoss([4, 8], cos_weight=0.5, layer_reduction=reduction)
+        total, terms = loss([PRED, PRED * 2], [TARGET, TARGET], ALL)
+        # head 2: L1 frame0 |2-1|/2 = 0.5, frame1 (1 + 2)/2 = 1.5 -> 1.0; cos unchanged by scale
+        assert terms["l1/layer8"].item() == pytest.approx(1.0)
+        assert terms["cos/layer8"].item() == pytest.approx(cos)
+        assert terms["loss/layer4"].item() == pytest.approx(0.5 + 0.5 * cos)
+        assert total.item() == pytest.approx(expected)
+    assert DistilHuBERTLoss([4]).layer_reduction == "mean"  # S3PRL's scale by default
+    with pytest.raises(ValueError, match="layer_reduction"):
+        DistilHuBERTLoss([4], layer_reduction="max")
+
+
+def s3prl_compute_loss(pred, target, cosine_loss=1.0):
+    """S3PRL 0.4.18 ``DistillerForPretrain.compute_loss`` (s3prl/pretrain/distiller/
+    pretrain_expert.py), as its published formula: pred/target [B, N, T, D] ->
+    (total, per-layer L1 [N], per-layer -log sigmoid(cos) [N]); every mean runs over all B x T
+    frames, padded ones included."""
+    rec = (pred - target).abs()  # nn.L1Loss(reduction="none")
+    sim = -torch.nn.functional.logsigmoid(torch.nn.functional.cosine_similarity(pred, target, dim=-1))
+    return rec.mean() + cosine_loss * sim.mean(), rec.mean((0, 2, 3)), sim.mean((0, 2))
+
+
+def test_distilhubert_with_s3prl_switches_equals_s3prl_formula_on_padded_batch():
+    gen = torch.Generator().manual_seed(0)
+    pred = torch.randn(3, 3, 7, 6, generator=gen)  # B x N x T x D
+    target = torch.randn(3, 3, 7, 6, generator=gen)
+    mask = torch.tensor([[True] * 7, [True] * 4 + [False] * 3, [True] * 2 + [False] * 5])
+    ref_total, ref_rec, ref_sim = s3prl_compute_loss(pred, target, cosine_loss=0.7)
+    loss = DistilHuBERTLoss([4, 8, 12], cos_weight=0.7, layer_reduction="mean", include_padded_frames=True)
+    total, terms = loss(list(pred.unbind(1)), list(target.unbind(1)), mask)
+    assert total.item() == pytest.approx(ref_total.item(), rel=1e-6)
+    for i, layer in enumerate((4, 8, 12)):
+        assert terms[f"l1/layer{layer}"].item() == pytest.approx(ref_rec[i].item(), rel=1e-6)
+        assert terms[f"cos/layer{layer}"].item() == pytest.approx(ref_sim[i].item(), rel=1e-6)
+    # ours (padded frames excluded) differs on this batch and equals S3PRL's on the valid frames
+    ours, _ = DistilHuBERTLoss([4, 8, 12], cos_weight=0.7)(list(pred.unbind(1)), list(target.unbind(1)), mask)
+    assert abs(ours.item() - ref_total.item()) > 1e-3
+    flat = [torch.cat([p[b, : int(mask[b].sum())] for b in range(3)])[None] for p in pred.unbind(1)]
+    flat_t = [torch.cat([t[b, : int(mask[b].sum())] for b in range(3)])[None] for t in target.unbind(1)]
+    ref_valid, _, _ = s3prl_compute_loss(torch.stack(flat, 1), torch.stack(flat_t, 1), cosine_loss=0.7)
+    assert ours.item() == pytest.approx(ref_valid.item(), rel=1e-6)
+
+
+def official_fithubert_loss(pred, target, hint_weight=0.1):
+    """The official FitHuBERT ``calculate_loss`` (train.py, distil_random_layer 11,
+    rec_loss_type mse) as its formula: the hint layers first, the last layer last, [B, N, T, D];
+    every mean over all B x T frames, padded ones included."""
+    rec = (pred - target) ** 2
+    rec[:, :-1] = rec[:, :-1] * hint_weight
+    return rec.mean((0, 2, 3)).sum()
+
+
+def test_fithubert_with_padded_frames_equals_official_formula():
+    gen = torch.Generator().manual_seed(1)
+    pred = torch.randn(2, 4, 5, 3, generator=gen)
+    target = torch.randn(2, 4, 5, 3, generator=gen)
+    mask = torch.tensor([[True] * 5, [True] * 3 + [False] * 2])
+    loss = FitHuBERTLoss([1, 2, 3, 4], hint_weight=0.1, include_padded_frames=True)
+    total, _ = loss(list(pred.unbind(1)), list(target.unbind(1)), mask)
+    assert total.item() == pytest.approx(official_fithubert_loss(pred, target).item(), rel=1e-6)
+    masked, _ = FitHuBERTLoss([1, 2, 3, 4], hint_weight=0.1)(list(pred.unbind(1)), list(target.unbind(1)), mask)
+    assert abs(masked.item() - total.item()) > 1e-3
 
 
 def test_distilhubert_mask_excludes_frames():
@@ -137,6 +195,12 @@ def test_loss_config_and_builder():
     loss = build_loss(cfg, [1, 2])
     assert isinstance(loss, FitHuBERTLoss) and loss.hint_weight == 0.2
     assert isinstance(build_loss(LossConfig(), [4]), DistilHuBERTLoss)
+    built = build_loss(from_dict(LossConfig, {"layer_reduction": "sum", "include_padded_frames": True}), [4])
+    assert built.layer_reduction == "sum" and built.include_padded_frames
+    assert build_loss(from_dict(LossConfig, {"type": "fithubert", "include_padded_frames": True}),
+                      [1, 2]).include_padded_frames
+    with pytest.raises(ConfigError, match="m.yaml: loss.layer_reduction"):
+        from_dict(LossConfig, {"layer_reduction": "avg"}, where="m.yaml: loss")
     with pytest.raises(ConfigError, match="m.yaml: loss.type"):
         from_dict(LossConfig, {"type": "kl"}, where="m.yaml: loss")
     with pytest.raises(ConfigError, match="cos_weight"):

@@ -9,7 +9,8 @@ import torch.nn.functional as F
 import s3prl_distill  # noqa: F401
 from s3prl_distill.config import from_dict
 from s3prl_distill.models import StudentConfig, build_student
-from s3prl_distill.models.cnn import MaskedGroupNorm, conv_output_lengths
+from s3prl_distill.lengths import conv_output_lengths
+from s3prl_distill.models.cnn import MaskedGroupNorm
 from s3prl_distill.models.config import FITHUBERT_CNN, TEACHER_CNN, CNNConfig, ConvLayerConfig
 from s3prl_distill.models.heads import DeconvLinearHead, MLPHead, fit_frames
 from s3prl_distill.models.time_reduction import TimeReduction, reduced_lengths

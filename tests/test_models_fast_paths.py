@@ -235,3 +235,34 @@ def test_student_fast_equals_plain_and_is_padding_invariant(family):
         for f, p, a in zip(fast.hidden_states, plain.hidden_states, alone[i].hidden_states):
             assert _close(f[i, :n], p[i, :n])
             assert _close(a[0, :n], f[i, :n])
+
+
+def test_group_norm_over_padding_on_every_path():
+    """``group_norm_over_padding``: the first group norm takes its statistics over the padded batch
+    (S3PRL's DistillerModel), so a padded utterance's features differ from its features alone, and
+    the inference path (which otherwise runs each utterance alone) gives the training path's."""
+    torch.manual_seed(0)
+    layers = [ConvLayerConfig(16, 10, 5), ConvLayerConfig(16, 3, 2), ConvLayerConfig(16, 2, 2)]
+    fe = FeatureExtractor(CNNConfig(layers=layers, group_norm_over_padding=True)).eval()
+    masked = FeatureExtractor(CNNConfig(layers=layers)).eval()
+    masked.load_state_dict(fe.state_dict())
+    wavs, lens = _batch([3000, 1800])
+    with torch.no_grad():
+        fast, n = fe(wavs, lens)
+        _set_fast(fe, False)
+        plain, _ = fe(wavs, lens)
+        x = wavs[:, None]  # the reference: the convs + a group norm over the whole padded batch
+        for i, block in enumerate(fe.conv_layers):
+            x = block.conv(x)
+            if i == 0:
+                x = F.group_norm(x, 16, block.layer_norm.weight, block.layer_norm.bias, block.layer_norm.eps)
+            x = F.gelu(x)
+        alone, _ = fe(wavs[1:, :1800], lens[1:])
+        mine, _ = masked(wavs, lens)
+    assert _close(fast, plain) and _close(plain, x.transpose(1, 2))
+    t = int(n[1])
+    assert not _close(plain[1, :t], alone[0], tol=1e-2)  # the padding changed the valid frames
+    assert _close(mine[1, :t], alone[0])  # ours: it does not
+    with pytest.raises(Exception, match="group_norm_over_padding"):
+        from s3prl_distill.config import from_dict
+        from_dict(CNNConfig, {"norm": "layer_norm", "group_norm_over_padding": True})

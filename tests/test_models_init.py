@@ -34,6 +34,9 @@ def teacher_file(tmp_path):
         encoder_attention_dropout=0.0, encoder_ff_interm_features=32, encoder_ff_interm_dropout=0.0,
         encoder_dropout=0.0, encoder_layer_norm_first=False, encoder_layer_drop=0.0, aux_num_out=None,
     )
+    with torch.no_grad():  # a trained model's encoder LayerNorm is not (1, 0)
+        model.encoder.transformer.layer_norm.weight.uniform_(0.5, 1.5)
+        model.encoder.transformer.layer_norm.bias.normal_(0.0, 0.3)
     path = tmp_path / "teacher.pt"
     torch.save(model.state_dict(), path)
     return path
@@ -56,9 +59,11 @@ def student_section(num_layers=2):
 
 
 def test_initialised_student_reproduces_the_teacher(teacher_file):
+    """With ``copy_encoder_layer_norm`` a student copying every layer is the teacher."""
     teacher = build_teacher(teacher_section(teacher_file))
     student = build_student(from_dict(StudentConfig, student_section(3), where="test")).eval()
-    init_student_from_teacher(student, teacher, InitConfig(from_teacher=True, num_layers=3))
+    init_student_from_teacher(student, teacher, InitConfig(from_teacher=True, num_layers=3,
+                                                           copy_encoder_layer_norm=True))
     wavs = torch.randn(2, 4000)
     lens = torch.tensor([4000, 2500])
     with torch.no_grad():
@@ -70,6 +75,23 @@ def test_initialised_student_reproduces_the_teacher(teacher_file):
         for i, n in enumerate(lens.tolist()):
             n_frames = int(s.lengths[i])
             assert torch.allclose(a[i, :n_frames], b[i, :n_frames], atol=1e-4)
+
+
+def test_default_init_is_s3prls_without_the_encoder_layer_norm(teacher_file):
+    """S3PRL's DistillerForPretrain copies the CNN, post_extract_proj, pos_conv and the first
+    layers, not encoder.layer_norm: it keeps its fresh (1, 0), so the copied layers see other inputs."""
+    teacher = build_teacher(teacher_section(teacher_file))
+    student = build_student(from_dict(StudentConfig, student_section(3), where="test")).eval()
+    copied = init_student_from_teacher(student, teacher, InitConfig(from_teacher=True, num_layers=3))
+    assert not any(k.startswith("encoder.transformer.layer_norm.") for k in copied)
+    assert "encoder.transformer.pos_conv_embed.conv.bias" in copied
+    assert "encoder.transformer.layers.2.final_layer_norm.weight" in copied
+    ln = student.encoder.transformer.layer_norm
+    assert torch.equal(ln.weight, torch.ones(16)) and torch.equal(ln.bias, torch.zeros(16))
+    wavs, lens = torch.randn(1, 4000), torch.tensor([4000])
+    with torch.no_grad():
+        t, s = teacher(wavs, lens), student(wavs, lens)
+    assert not torch.allclose(t.hidden_states[1], s.hidden_states[1], atol=1e-3)
 
 
 def test_student_without_feature_layer_norm_takes_the_projection(teacher_file):
@@ -109,7 +131,9 @@ def test_init_command_writes_teacher_initialised_checkpoint(tmp_path, teacher_fi
     teacher = build_teacher(teacher_section(teacher_file))
     ref = teacher.student_init_state(2)
     own = student.state_dict()
-    assert all(torch.equal(own[k], v) for k, v in ref.items())
+    ln = "encoder.transformer.layer_norm."  # not copied by default (S3PRL's initialisation)
+    assert all(torch.equal(own[k], v) for k, v in ref.items() if not k.startswith(ln))
+    assert not torch.equal(own[ln + "weight"], ref[ln + "weight"])
 
     rc = cli.main(["init", str(cfg_path), "-o", str(tmp_path / "rand.ckpt"), "--no-teacher-init",
                    "--teacher", f"path={teacher_file}"])

@@ -14,7 +14,7 @@ from distill_fixtures import make_audio_dir, make_teacher, model_yaml, runner_co
 from s3prl_distill.checkpoint import read_checkpoint
 from s3prl_distill.config import ConfigError
 from s3prl_distill.pretrain.expert import UpstreamPretrainExpert
-from s3prl_distill.pretrain.trainer import list_checkpoints
+from s3prl_distill.pretrain.checkpoints import list_checkpoints
 from s3prl_distill.run_pretrain import parse_args, run
 
 
@@ -61,7 +61,7 @@ def test_random_crop_shorter_than_an_utterance_is_refused(setup):
         _expert(tmp_path, model, crop_seconds=0.5)
     assert not (tmp_path / "cache").exists()  # refused before anything was built
     expert = _expert(tmp_path, model, crop_seconds=2.0)  # longer than every utterance: no crop
-    assert expert.teacher_cache is not None and len(expert.teacher_cache) == 6
+    assert expert.run.cache is not None and len(expert.run.cache) == 6
 
 
 @pytest.mark.parametrize("key,value,match", [
@@ -80,7 +80,7 @@ def test_batches_carry_ids_of_the_cached_utterances(setup):
     batch = next(iter(expert.get_train_dataloader()))
     assert len(batch["ids"]) == batch["wavs"].shape[0]
     assert all(i.startswith("spk") and i.endswith(".wav") and not os.path.isabs(i) for i in batch["ids"])
-    assert all(i in expert.teacher_cache for i in batch["ids"])
+    assert all(i in expert.run.cache for i in batch["ids"])
 
 
 @pytest.mark.parametrize("style", ["distilhubert", "fithubert"])
@@ -92,14 +92,14 @@ def test_cached_step_gives_the_live_loss(setup, style, dtype, rel):
     cached = _expert(tmp_path, model, teacher_cache_dtype=dtype)
     for expert in (live, cached):
         expert.task.train(False)
-    assert cached.teacher_cache.dtype == dtype and live.teacher_cache is None
+    assert cached.run.cache.dtype == dtype and live.run.cache is None
     calls = []
     cached.teacher.register_forward_hook(lambda *a: calls.append(1))
     for batch_live, batch_cached in zip(live.get_train_dataloader(), cached.get_train_dataloader()):
         assert batch_live["ids"] == batch_cached["ids"]
         with torch.no_grad():
-            loss_live, terms_live = live.compute(batch_live)
-            loss_cached, terms_cached = cached.compute(batch_cached)
+            loss_live, terms_live = live.run.step(live.task, batch_live)
+            loss_cached, terms_cached = cached.run.step(cached.task, batch_cached)
         assert float(loss_cached) == pytest.approx(float(loss_live), rel=rel)
         assert float(terms_cached["frames"]) == float(terms_live["frames"])
     assert not calls  # the teacher never ran in the cached steps
@@ -134,12 +134,12 @@ def test_stale_cache_is_rebuilt(setup, caplog):
     tmp_path, teacher = setup
     model = model_yaml(tmp_path, teacher)
     first = _expert(tmp_path, model)
-    assert len(first.teacher_cache) == 6
+    assert len(first.run.cache) == 6
     make_audio_dir(tmp_path / "audio" / "more", count=1, seed=5)  # a new file in the corpus
     with caplog.at_level("INFO"):
         second = _expert(tmp_path, model)
     assert "1 of 7 utterances are not cached" in caplog.text and "building it" in caplog.text
-    assert len(second.teacher_cache) == 7
+    assert len(second.run.cache) == 7
     make_teacher(tmp_path / "teacher.pt", seed=1)  # the teacher file was replaced
     caplog.clear()
     with caplog.at_level("INFO"):
@@ -169,8 +169,8 @@ def test_files_bad_on_reading_are_listed_not_rebuilt_every_run(setup, caplog):
     sf.write(str(tmp_path / "audio" / "nan.wav"), bad, 16000, subtype="FLOAT")
     model = model_yaml(tmp_path, teacher)
     first = _expert(tmp_path, model)
-    assert len(first.teacher_cache) == 6
-    assert list(first.teacher_cache.index["unreadable"]) == ["nan.wav"]
+    assert len(first.run.cache) == 6
+    assert list(first.run.cache.index["unreadable"]) == ["nan.wav"]
     caplog.clear()
     with caplog.at_level("INFO"):
         _expert(tmp_path, model)
@@ -178,7 +178,10 @@ def test_files_bad_on_reading_are_listed_not_rebuilt_every_run(setup, caplog):
 
 
 def test_other_ranks_wait_for_rank0_and_never_build(setup, monkeypatch):
-    from s3prl_distill.pretrain import expert as expert_mod
+    from s3prl_distill.config import from_dict
+    from s3prl_distill.distill.config import DistillConfig
+    from s3prl_distill.pretrain import build as expert_mod
+    from s3prl_distill.pretrain.config import DataConfig
 
     tmp_path, teacher = setup
     model = model_yaml(tmp_path, teacher)
@@ -196,10 +199,11 @@ def test_other_ranks_wait_for_rank0_and_never_build(setup, monkeypatch):
     monkeypatch.setattr(expert_mod, "cache_dataset",
                         lambda *a, **kw: builders.append(kw) or real_build(*a, **kw))
     torch.manual_seed(0)
-    rank1 = UpstreamPretrainExpert(_datarc(tmp_path), str(model), "cpu", seed=3, rank=1, world_size=2)
+    rank1 = expert_mod.build_run(DistillConfig.from_yaml(model), from_dict(DataConfig, _datarc(tmp_path)),
+                                 device=torch.device("cpu"), seed=3, rank=1, world_size=2)
     assert len(waited) == 1 and "rank 0" in waited[0]
     assert len(builders) == 1  # the build of the simulated rank 0 only
-    assert len(rank1.teacher_cache) == 6
+    assert len(rank1.cache) == 6
 
 
 def test_runner_bench_times_live_build_and_reuse(setup):

@@ -17,7 +17,7 @@ import yaml
 import s3prl_distill  # noqa: F401
 from distill_fixtures import make_audio_dir, make_teacher, model_yaml, runner_config
 from s3prl_distill.checkpoint import read_checkpoint
-from s3prl_distill.pretrain.trainer import list_checkpoints
+from s3prl_distill.pretrain.checkpoints import list_checkpoints
 from s3prl_distill.run_pretrain import parse_args, run
 
 pytestmark = pytest.mark.slow

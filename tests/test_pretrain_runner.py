@@ -19,7 +19,7 @@ from distill_fixtures import make_audio_dir, make_teacher, model_yaml, runner_co
 from s3prl_distill.checkpoint import load_student, read_checkpoint
 from s3prl_distill.config import ConfigError
 from s3prl_distill.io import safe_load
-from s3prl_distill.pretrain.trainer import list_checkpoints
+from s3prl_distill.pretrain.checkpoints import list_checkpoints
 from s3prl_distill.run_pretrain import apply_override, parse_args, run
 
 
@@ -228,7 +228,7 @@ def test_head_lr_puts_heads_in_their_own_group(setup):
     """optimizer.head_lr: the heads train at their own peak rate, scheduled like the body."""
     from s3prl_distill.config import from_dict
     from s3prl_distill.pretrain.config import OptimizerConfig
-    from s3prl_distill.pretrain.trainer import build_optimizer, build_scheduler, param_groups
+    from s3prl_distill.pretrain.optim import build_optimizer, build_scheduler, param_groups
     from s3prl_distill.pretrain.config import SchedulerConfig
 
     net = torch.nn.ModuleDict({"heads": torch.nn.Linear(2, 2), "body": torch.nn.Linear(2, 2)})
@@ -236,7 +236,7 @@ def test_head_lr_puts_heads_in_their_own_group(setup):
     groups = param_groups(cfg, net.named_parameters())
     assert [len(g["params"]) for g in groups] == [2, 2]
     assert all(p is q for p, q in zip(groups[1]["params"], net["heads"].parameters()))
-    opt = build_optimizer(cfg, groups)
+    opt = build_optimizer(cfg, net.named_parameters(), 4)
     sched = build_scheduler(SchedulerConfig(warmup_proportion=0.5), opt, total_steps=4)
     opt.step()
     sched.step()

@@ -10,7 +10,8 @@ from s3prl_distill import compat
 from s3prl_distill.checkpoint import CheckpointError, save_student
 from s3prl_distill.config import from_dict
 from s3prl_distill.models import StudentConfig, build_student
-from s3prl_distill.upstream.expert import UpstreamExpert, pad_wavs
+from s3prl_distill.lengths import pad_waveforms as pad_wavs
+from s3prl_distill.upstream.expert import UpstreamExpert
 from s3prl_distill.upstream.hubconf import ENTRIES
 
 SR = 16000
@@ -154,7 +155,20 @@ def test_family_mismatch_and_bad_paths(ckpts, tmp_path):
         ENTRIES["fithubert_local"]()
 
 
-def test_pad_wavs_rejects_bad_input():
+def test_hub_entries_read_the_checkpoint_once(ckpts, monkeypatch):
+    from s3prl_distill import checkpoint
+
+    reads = []
+    real = checkpoint.safe_load
+    monkeypatch.setattr(checkpoint, "safe_load", lambda path, *a, **k: reads.append(path) or real(path, *a, **k))
+    for entry, name in [("distilhubert_local", "distil"), ("fithubert_local", "fit"),
+                        ("distill_student_local", "custom")]:
+        reads.clear()
+        ENTRIES[entry](ckpt=str(ckpts[name]))
+        assert reads == [str(ckpts[name])], (entry, reads)
+
+
+def test_padding_rejects_bad_input():
     with pytest.raises(ValueError, match="empty"):
         pad_wavs([])
     with pytest.raises(ValueError, match="waveform 1"):

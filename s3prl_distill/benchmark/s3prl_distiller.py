@@ -8,8 +8,8 @@ expert) but not its pretraining code. This module
 * builds S3PRL's model and its hub expert from it, with random or given weights, through S3PRL's
   own classes (:func:`build_s3prl_distiller`, :func:`build_s3prl_expert`), and
 * writes a checkpoint in the layout ``distiller_local`` reads (:func:`write_s3prl_checkpoint`),
-* converts S3PRL distiller weights to our student (:func:`student_from_s3prl`), so both can be
-  compared at identical weights (and S3PRL-trained DistilHuBERT weights used as our upstream).
+* re-exports the converter of S3PRL distiller weights to our student (:func:`student_from_s3prl`,
+  from :mod:`s3prl_distill.convert.s3prl_distiller`), so both can be compared at identical weights.
 
 S3PRL's classes print while they are built; the prints are captured and sent to the debug log.
 """
@@ -144,182 +144,11 @@ def build_s3prl_expert(checkpoint: str) -> nn.Module:
 
 
 # --------------------------------------------------------------------------- weight conversion
-
-
-def parse_conv_layers(spec: str) -> list:
-    """Parse S3PRL's conv-layer string, e.g. ``"[(512,10,5)] + [(512,3,2)] * 4"``, without eval.
-
-    Each ``+``-separated term is a list literal of ``(channels, kernel, stride)`` tuples, optionally
-    followed by ``* n``.
-
-    Raises:
-        ValueError: naming the term that is not of that form.
-    """
-    import ast
-
-    layers: list = []
-    for term in spec.split("+"):
-        term = term.strip()
-        count = 1
-        if "*" in term:
-            body, _, times = term.rpartition("*")
-            term, count = body.strip(), times.strip()
-            if not count.isdigit():
-                raise ValueError(f"extractor_conv_feature_layers: bad repeat count in {spec!r}")
-            count = int(count)
-        try:
-            items = ast.literal_eval(term)
-        except (ValueError, SyntaxError) as err:
-            raise ValueError(f"extractor_conv_feature_layers: cannot read {term!r} in {spec!r}") from err
-        if not isinstance(items, list) or not all(
-            isinstance(t, tuple) and len(t) == 3 and all(isinstance(v, int) for v in t) for t in items
-        ):
-            raise ValueError(
-                f"extractor_conv_feature_layers: expected a list of (channels, kernel, stride), got {term!r}"
-            )
-        layers.extend(items * count)
-    return layers
-
-
-def student_config_from_s3prl(config: Dict[str, Any]):
-    """Our :class:`~s3prl_distill.models.config.StudentConfig` with S3PRL distiller ``config``'s shape.
-
-    Supports the DistilHuBERT layout (``task_emb_type``/``out_layer_type`` ``expand-last``).
-
-    Raises:
-        ValueError: for settings our student does not implement.
-    """
-    from s3prl_distill.models.config import (
-        CNNConfig, ConvLayerConfig, EncoderConfig, HeadConfig, StudentConfig,
-    )
-
-    if config.get("task_emb_type", "expand-last") != "expand-last" or config.get(
-        "out_layer_type", "expand-last"
-    ) != "expand-last":
-        raise ValueError("only S3PRL distillers with task_emb_type/out_layer_type 'expand-last' convert")
-    if config.get("attention_type", "original") != "original":
-        raise ValueError(f"attention_type {config.get('attention_type')!r} has no equivalent here")
-    mode = config.get("extractor_mode", "default")
-    norm = {"default": "group_norm_first", "layer_norm": "layer_norm"}.get(mode)
-    if norm is None:
-        raise ValueError(f"extractor_mode {mode!r}: expected 'default' or 'layer_norm'")
-    layers = parse_conv_layers(config["extractor_conv_feature_layers"])
-    dim = int(config["encoder_embed_dim"])
-    inter = int(config.get("out_layer_inter_dim", -1))
-    n_layers = int(config["encoder_layers"])
-    pred = [int(v) for v in config["pred_layer_id"]]
-    return StudentConfig(
-        family="distilhubert",
-        cnn=CNNConfig(layers=[ConvLayerConfig(*l) for l in layers], norm=norm, bias=False),
-        encoder=EncoderConfig(
-            dim=dim, ffn_dim=int(config["encoder_ffn_embed_dim"]),
-            num_heads=int(config["encoder_attention_heads"]), num_layers=n_layers,
-            layer_norm_first=bool(config.get("layer_norm_first", False)),
-            pos_conv_kernel=int(config["conv_pos"]), pos_conv_groups=int(config["conv_pos_groups"]),
-            dropout=float(config.get("dropout", 0.1)),
-            attention_dropout=float(config.get("attention_dropout", 0.1)),
-            activation_dropout=float(config.get("activation_dropout", 0.1)),
-            feature_dropout=0.0, feature_layer_norm=False,
-        ),
-        heads=[
-            HeadConfig(student_layer=n_layers, teacher_layer=t, type="mlp",
-                       inner_dim=inter if inter > 0 else None)
-            for t in pred
-        ],
-        teacher_dim=int(config["final_dim"]),
-        teacher_layers=max(pred),
-        feature_grad_mult=float(config.get("feature_grad_mult", 1.0)),
-    )
-
-
-def convert_s3prl_state_dict(state: Dict[str, torch.Tensor], config: Dict[str, Any]) -> Dict[str, torch.Tensor]:
-    """S3PRL ``DistillerModel`` state dict -> our student's parameter names (torchaudio layout).
-
-    The fused head ``output_layer = [Linear(D, n*inner), GELU, SplitLinear(inner, n, D_t)]`` is
-    split into ``n`` heads ``Linear(D, inner) -> GELU -> Linear(inner, D_t)`` (the same function).
-
-    Raises:
-        KeyError: naming S3PRL keys that have no counterpart (nothing is silently dropped).
-    """
-    import re
-
-    n_tasks = len(config["pred_layer_id"])
-    out: Dict[str, torch.Tensor] = {}
-    used = set()
-
-    def put(new: str, old: str, value: Optional[torch.Tensor] = None) -> None:
-        out[new] = (state[old] if value is None else value).detach().clone()
-        used.add(old)
-
-    for key in state:
-        m = re.fullmatch(r"feature_extractor\.conv_layers\.(\d+)\.0\.weight", key)
-        if m:
-            put(f"feature_extractor.conv_layers.{m[1]}.conv.weight", key)
-            continue
-        m = re.fullmatch(r"feature_extractor\.conv_layers\.(\d+)\.2(?:\.1)?\.(weight|bias)", key)
-        if m:
-            put(f"feature_extractor.conv_layers.{m[1]}.layer_norm.{m[2]}", key)
-            continue
-        m = re.fullmatch(r"post_extract_proj\.(weight|bias)", key)
-        if m:
-            put(f"encoder.feature_projection.projection.{m[1]}", key)
-            continue
-        pos = {
-            "encoder.pos_conv.0.bias": "encoder.transformer.pos_conv_embed.conv.bias",
-            "encoder.pos_conv.0.weight_g": "encoder.transformer.pos_conv_embed.conv.parametrizations.weight.original0",
-            "encoder.pos_conv.0.weight_v": "encoder.transformer.pos_conv_embed.conv.parametrizations.weight.original1",
-        }
-        if key in pos:
-            put(pos[key], key)
-            continue
-        m = re.fullmatch(r"encoder\.layer_norm\.(weight|bias)", key)
-        if m:
-            put(f"encoder.transformer.layer_norm.{m[1]}", key)
-            continue
-        m = re.fullmatch(r"encoder\.layers\.(\d+)\.(.+)\.(weight|bias)", key)
-        if m:
-            names = {
-                "self_attn.q_proj": "attention.q_proj", "self_attn.k_proj": "attention.k_proj",
-                "self_attn.v_proj": "attention.v_proj", "self_attn.out_proj": "attention.out_proj",
-                "self_attn_layer_norm": "layer_norm", "fc1": "feed_forward.intermediate_dense",
-                "fc2": "feed_forward.output_dense", "final_layer_norm": "final_layer_norm",
-            }
-            if m[2] in names:
-                put(f"encoder.transformer.layers.{m[1]}.{names[m[2]]}.{m[3]}", key)
-                continue
-    if "encoder.feature_projection.projection.weight" not in out:
-        # S3PRL builds no projection when the CNN width equals the encoder width: identity
-        dim = int(config["encoder_embed_dim"])
-        out["encoder.feature_projection.projection.weight"] = torch.eye(dim)
-        out["encoder.feature_projection.projection.bias"] = torch.zeros(dim)
-    if "output_layer.0.weight" in state:
-        w1, b1 = state["output_layer.0.weight"], state["output_layer.0.bias"]
-        inner = w1.shape[0] // n_tasks
-        w2, b2 = state["output_layer.2.weight"], state["output_layer.2.bias"]
-        for j in range(n_tasks):
-            rows = slice(j * inner, (j + 1) * inner)
-            put(f"heads.{j}.fc1.weight", "output_layer.0.weight", w1[rows])
-            put(f"heads.{j}.fc1.bias", "output_layer.0.bias", b1[rows])
-            put(f"heads.{j}.fc2.weight", "output_layer.2.weight", w2[j].t().contiguous())
-            put(f"heads.{j}.fc2.bias", "output_layer.2.bias", b2.reshape(n_tasks, -1)[j])
-    left = sorted(set(state) - used)
-    if left:
-        raise KeyError(f"S3PRL distiller keys without a counterpart in our student: {left[:8]}")
-    return out
-
-
-def student_from_s3prl(model: nn.Module, config: Dict[str, Any]) -> nn.Module:
-    """Our student with exactly the weights of S3PRL's ``DistillerModel`` ``model`` (eval mode).
-
-    Its transformer layers and head outputs equal S3PRL's (to float rounding). Its
-    ``hidden_states[0]`` is the transformer input (after the positional conv and LayerNorm) where
-    S3PRL's expert exposes the projection output before them.
-    """
-    from s3prl_distill.models import build_student
-
-    student = build_student(student_config_from_s3prl(config))
-    converted = convert_s3prl_state_dict(model.state_dict(), config)
-    missing, unexpected = student.load_state_dict(converted, strict=False)
-    if missing or unexpected:
-        raise KeyError(f"converted S3PRL weights do not fit: missing {missing}, unexpected {unexpected}")
-    return student.eval()
+# The converter lives in s3prl_distill.convert (also behind `s3prl-distill convert`); re-exported
+# here for the benchmark and its callers.
+from s3prl_distill.convert.s3prl_distiller import (  # noqa: E402
+    convert_s3prl_state_dict,
+    parse_conv_layers,
+    student_config_from_s3prl,
+    student_from_s3prl,
+)

@@ -36,6 +36,7 @@ from torch import Tensor, nn
 from s3prl_distill.benchmark.inference import SAMPLE_RATE
 from s3prl_distill.benchmark.report import align_columns
 from s3prl_distill.benchmark.timing import machine_info, peak_rss_delta_mb, time_interleaved
+from s3prl_distill.lengths import valid_mask
 from s3prl_distill.pretrain.teacher_cache import TeacherCache
 
 logger = logging.getLogger(__name__)
@@ -78,7 +79,7 @@ def s3prl_distiller_step(
 
     def step(wavs: Tensor, lengths: Tensor) -> float:
         # S3PRL's data path: a float pad mask over samples (1 = valid)
-        pad_mask = (torch.arange(wavs.shape[1])[None, :] < lengths[:, None]).float()
+        pad_mask = valid_mask(lengths, wavs.shape[1]).float()
         feat, _, pred, _ = distiller(wavs, pad_mask)
         with torch.no_grad():
             layers, _ = teacher_model.extract_features(wavs, lengths)  # layer 1..L outputs
@@ -311,18 +312,15 @@ def _time_runner(model_config: Any, config: Dict[str, Any], expdir: str, seed: i
     """(setup seconds, training-loop seconds, batches per epoch) of one fresh runner."""
     import time
 
-    from s3prl_distill.pretrain.expert import UpstreamPretrainExpert
-    from s3prl_distill.pretrain.trainer import Trainer
+    from s3prl_distill.run_pretrain import prepare_in_process, training_session
 
     start = time.perf_counter()
-    trainer = Trainer(UpstreamPretrainExpert, config, model_config, expdir, device="cpu", seed=seed,
-                      tensorboard=False)
-    ready = time.perf_counter()
-    try:
+    prep = prepare_in_process(model_config, config, expdir, seed=seed, device="cpu")
+    with training_session(prep, tensorboard=False) as trainer:
+        ready = time.perf_counter()
         trainer.train()
-    finally:
-        trainer.close()
-    return ready - start, time.perf_counter() - ready, len(trainer.expert.sampler)
+        batches = trainer.batches_per_epoch
+    return ready - start, time.perf_counter() - ready, batches
 
 
 def _warm_up(model_config: Any, folder: str, audio_dir: str, batch_size: int, seed: int) -> None:

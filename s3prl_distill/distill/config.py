@@ -8,13 +8,21 @@ loss:            # LossConfig (here)
   cos_weight: 1.0         # DistilHuBERT lambda (Eq. 1)
   hint_weight: 0.1        # FitHuBERT lambda (Eq. 3)
   random_hints: null      # FitHuBERT Table 3: only N random hints per epoch (null: all)
+  layer_reduction: mean   # DistilHuBERT: mean over the predicted layers (S3PRL) | sum (paper Eq.)
+  include_padded_frames: false   # true: average over padding too (S3PRL / official FitHuBERT)
 init:            # InitConfig (s3prl_distill.models.config, re-exported here)
   from_teacher: true      # copy the teacher's CNN + first num_layers transformer layers
   num_layers: 2
+  copy_encoder_layer_norm: false  # S3PRL does not copy encoder.layer_norm
+crop_samples: null        # optional: S3PRL's task.sequence_length (see DistillConfig)
 ```
 
 :meth:`DistillConfig.from_yaml` parses the whole file, each section with its owner's dataclass,
 strictly (:func:`s3prl_distill.config.from_dict`): errors name the file and the key.
+
+S3PRL's own model config schema (``pretrain/distiller/config_model.yaml``: ``distiller:``,
+``teacher:``, ``task:``, ``audio:``) is accepted too and translated
+(:mod:`s3prl_distill.distill.s3prl_schema`).
 """
 
 from __future__ import annotations
@@ -29,19 +37,24 @@ from s3prl_distill.models.config import InitConfig
 
 __all__ = ["LossConfig", "InitConfig", "DistillConfig", "SECTIONS"]
 
-#: top-level keys of a model YAML
-SECTIONS = ("student", "teacher", "loss", "init")
+#: top-level keys of a model YAML (``crop_samples`` is a value, not a section)
+SECTIONS = ("student", "teacher", "loss", "init", "crop_samples")
 
 
 @dataclass
 class LossConfig:
     """Which layer-wise loss to train with and its weights.
 
-    ``distilhubert``: sum over heads of L1 + cos_weight * -log sigmoid(cos).
-    ``fithubert``: MSE(last head) + hint_weight * sum MSE(other heads).
+    ``distilhubert``: mean (``layer_reduction: mean``, S3PRL's released code, default) or sum
+    (``sum``, the paper's Eq. 1 and Fig. 1: N times larger, which changes what a gradient-clipping
+    threshold means) over heads of L1 + cos_weight * -log sigmoid(cos).
+    ``fithubert``: MSE(last head) + hint_weight * sum MSE(other heads) (``layer_reduction`` unused).
     ``target_norm``: ``layer_norm`` normalises each teacher target frame (no affine) before the
     distance, for pre-LN teachers whose intermediate states carry large offsets (Whisper);
     ``none`` (default) is the papers' setting.
+    ``include_padded_frames``: ``false`` (default, ours) averages over valid frames only; ``true``
+    over every frame of the padded batch, as S3PRL's DistilHuBERT and the official FitHuBERT
+    losses do (their value then depends on the batch's padding).
     """
 
     type: Literal["distilhubert", "fithubert"] = "distilhubert"
@@ -49,6 +62,8 @@ class LossConfig:
     hint_weight: float = 0.1
     random_hints: Optional[int] = None
     target_norm: Literal["none", "layer_norm"] = "none"
+    layer_reduction: Literal["mean", "sum"] = "mean"
+    include_padded_frames: bool = False
 
     def validate(self) -> None:
         if self.random_hints is not None:
@@ -83,20 +98,32 @@ class DistillConfig:
         teacher: ``TeacherConfig`` or ``None`` (a YAML used only as an upstream needs none).
         loss: :class:`LossConfig`.
         init: :class:`InitConfig`.
+        crop_samples: the training crop the model config asks for (S3PRL's
+            ``task.sequence_length``): ``None`` = it says nothing (the runner's ``datarc``
+            decides); ``0`` = whole utterances; ``n > 0`` = a random ``n``-sample segment of every
+            longer utterance, shorter ones whole (S3PRL ``pretrain/bucket_dataset.py``
+            ``WaveDataset._sample``). The data side reads it.
         source: where it came from (file path or description), for messages.
+        schema: ``ours`` or ``s3prl`` (S3PRL's ``distiller/teacher/task/audio`` schema, translated).
     """
 
     student: Any
     teacher: Optional[Any] = None
     loss: LossConfig = field(default_factory=LossConfig)
     init: InitConfig = field(default_factory=InitConfig)
+    crop_samples: Optional[int] = None
     source: str = "<config>"
+    schema: Literal["ours", "s3prl"] = "ours"
 
     @classmethod
     def from_data(cls, data: Mapping[str, Any], where: str = "<config>") -> "DistillConfig":
         """Parse plain data (a loaded model YAML) strictly; errors start with ``where``."""
         if not isinstance(data, Mapping):
             raise ConfigError(f"{where}: expected a mapping with keys {list(SECTIONS)}, got {data!r}")
+        from s3prl_distill.distill import s3prl_schema
+
+        if s3prl_schema.is_s3prl_schema(data):
+            return s3prl_schema.distill_config_from_s3prl(data, where=where)
         unknown = sorted(set(data) - set(SECTIONS))
         if unknown:
             raise ConfigError(
@@ -112,7 +139,11 @@ class DistillConfig:
         init = from_dict(InitConfig, data.get("init"), where=f"{where}: init")
         if init.from_teacher and teacher is None:
             raise ConfigError(f"{where}: init.from_teacher is true but there is no 'teacher' section")
-        return cls(student=student, teacher=teacher, loss=loss, init=init, source=where)
+        crop = data.get("crop_samples")
+        if crop is not None and (isinstance(crop, bool) or not isinstance(crop, int) or crop < 0):
+            raise ConfigError(f"{where}: crop_samples: expected null or an integer >= 0, got {crop!r}")
+        return cls(student=student, teacher=teacher, loss=loss, init=init, crop_samples=crop,
+                   source=where)
 
     @classmethod
     def from_yaml(cls, path: Union[str, os.PathLike]) -> "DistillConfig":
@@ -126,6 +157,8 @@ class DistillConfig:
             data["teacher"] = to_dict(self.teacher)
         data["loss"] = to_dict(self.loss)
         data["init"] = to_dict(self.init)
+        if self.crop_samples is not None:
+            data["crop_samples"] = int(self.crop_samples)
         return data
 
     def require_teacher(self) -> Any:

@@ -15,13 +15,23 @@ dimensions), so the value does not depend on how much padding a batch holds. (Eq
 DistilHuBERT paper writes a sum over t; its released S3PRL code, like us, averages, which only
 rescales the loss and so the effective learning rate.)
 
+``include_padded_frames=True`` averages over every frame of the batch instead (the mask is
+ignored): what S3PRL's ``DistillerForPretrain.compute_loss`` and the official FitHuBERT
+``calculate_loss`` do (``rec_loss.mean()`` over B x N x T x D). Only for reproducing them exactly.
+
 DistilHuBERT (Chang et al., 2022, Eq. 1), per predicted teacher layer l:
     L(l) = mean_{t valid, d} |h_td - h^_td|  +  cos_weight * mean_{t valid} -log sigmoid(cos(h_t, h^_t))
-    total = sum_l L(l)                                   (cos_weight = lambda = 1 in the paper)
+    total = mean_l L(l)   (layer_reduction "mean", default: S3PRL 0.4.18
+                           s3prl/pretrain/distiller/pretrain_expert.py compute_loss, which takes
+                           rec_loss.mean() over B x N x T x D and sim_loss.mean() over B x N x T)
+          = sum_l L(l)    (layer_reduction "sum": the paper's L = L(4) + L(8) + L(12), N x larger)
+    (cos_weight = lambda = 1 in the paper)
 
 FitHuBERT (Lee et al., 2022, Eqs. 1-3), with the last head predicting the teacher's last layer:
     total = MSE(last head) + hint_weight * sum_{other heads} MSE(hint)       (hint_weight = 0.1)
     MSE = mean_{t valid, d} (h_td - h^_td)^2
+    (the official train.py calculate_loss with distil_random_layer 11: the 11 hint MSEs times
+    random_layer_weight 0.1, each a mean over B x T x D, summed with the last layer's MSE)
 
 ``target_norm: layer_norm`` (not in either paper; default ``none``) normalises every target frame
 over its D dims without affine parameters before the distance. The papers' teachers are post-LN
@@ -118,12 +128,14 @@ def _check_inputs(name: str, predictions: Sequence[Tensor], targets: Sequence[Te
 
 
 class DistilHuBERTLoss(nn.Module):
-    """Sum over predicted layers of L1 + ``cos_weight`` * (-log sigmoid(cos)).
+    """Mean (or sum) over predicted layers of L1 + ``cos_weight`` * (-log sigmoid(cos)).
 
     Args:
         target_layers: teacher layer predicted by each head, in head order (names the terms).
         cos_weight: lambda of Eq. 1 (1.0 in the paper; 0 gives the "L1 only" ablation).
         target_norm: ``none`` or ``layer_norm`` (see the module docstring).
+        layer_reduction: ``mean`` (S3PRL's released code) or ``sum`` (the paper's Eq.) over layers.
+        include_padded_frames: average over every frame, padding included (S3PRL's code).
 
     Example:
         >>> loss = DistilHuBERTLoss([4, 8, 12])
@@ -133,7 +145,8 @@ class DistilHuBERTLoss(nn.Module):
         ['cos/layer12', 'cos/layer4', 'cos/layer8']
     """
 
-    def __init__(self, target_layers: Sequence[int], cos_weight: float = 1.0, target_norm: str = "none"):
+    def __init__(self, target_layers: Sequence[int], cos_weight: float = 1.0, target_norm: str = "none",
+                 layer_reduction: str = "mean", include_padded_frames: bool = False):
         super().__init__()
         normalize_target(torch.zeros(1, 1), target_norm)  # reject a bad mode now
         self.target_norm = target_norm
@@ -141,13 +154,19 @@ class DistilHuBERTLoss(nn.Module):
             raise ValueError("DistilHuBERTLoss needs at least one target layer")
         if cos_weight < 0:
             raise ValueError(f"cos_weight must be >= 0, got {cos_weight}")
+        if layer_reduction not in ("mean", "sum"):
+            raise ValueError(f"layer_reduction must be 'mean' or 'sum', got {layer_reduction!r}")
         self.target_layers: List[int] = [int(k) for k in target_layers]
         self.cos_weight = float(cos_weight)
+        self.layer_reduction = layer_reduction
+        self.include_padded_frames = bool(include_padded_frames)
 
     def forward(self, predictions: Sequence[Tensor], targets: Sequence[Tensor],
                 mask: Tensor) -> Tuple[Tensor, Dict[str, Tensor]]:
         """predictions/targets: List[[B, T, D]]; mask: [B, T] bool -> (total [], terms)."""
         _check_inputs("DistilHuBERTLoss", predictions, targets, mask, len(self.target_layers))
+        if self.include_padded_frames:
+            mask = torch.ones_like(mask)
         terms: Dict[str, Tensor] = {}
         total = predictions[0].new_zeros(())
         for layer, pred, target in zip(self.target_layers, predictions, targets):
@@ -159,6 +178,8 @@ class DistilHuBERTLoss(nn.Module):
             terms[f"cos/layer{layer}"] = cos
             terms[f"loss/layer{layer}"] = layer_loss
             total = total + layer_loss
+        if self.layer_reduction == "mean":
+            total = total / len(self.target_layers)
         return total, terms
 
 
@@ -177,11 +198,14 @@ class FitHuBERTLoss(nn.Module):
             training sees every parameter every step); their MSEs are still reported.
         seed: seed of the hint draws.
         target_norm: ``none`` or ``layer_norm`` (see the module docstring).
+        include_padded_frames: average over every frame, padding included (the official code).
     """
 
     def __init__(self, target_layers: Sequence[int], hint_weight: float = 0.1,
-                 random_hints: Optional[int] = None, seed: int = 0, target_norm: str = "none"):
+                 random_hints: Optional[int] = None, seed: int = 0, target_norm: str = "none",
+                 include_padded_frames: bool = False):
         super().__init__()
+        self.include_padded_frames = bool(include_padded_frames)
         normalize_target(torch.zeros(1, 1), target_norm)  # reject a bad mode now
         self.target_norm = target_norm
         if len(target_layers) == 0:
@@ -213,6 +237,8 @@ class FitHuBERTLoss(nn.Module):
                 mask: Tensor) -> Tuple[Tensor, Dict[str, Tensor]]:
         """predictions/targets: List[[B, T, D]]; mask: [B, T] bool -> (total [], terms)."""
         _check_inputs("FitHuBERTLoss", predictions, targets, mask, len(self.target_layers))
+        if self.include_padded_frames:
+            mask = torch.ones_like(mask)
         terms: Dict[str, Tensor] = {}
         mses = []
         for layer, pred, target in zip(self.target_layers, predictions, targets):
@@ -233,8 +259,11 @@ class FitHuBERTLoss(nn.Module):
 def build_loss(cfg, target_layers: Sequence[int], seed: int = 0) -> nn.Module:
     """The loss module for ``cfg`` (:class:`s3prl_distill.distill.config.LossConfig`)."""
     if cfg.type == "distilhubert":
-        return DistilHuBERTLoss(target_layers, cos_weight=cfg.cos_weight, target_norm=cfg.target_norm)
+        return DistilHuBERTLoss(target_layers, cos_weight=cfg.cos_weight, target_norm=cfg.target_norm,
+                                layer_reduction=cfg.layer_reduction,
+                                include_padded_frames=cfg.include_padded_frames)
     if cfg.type == "fithubert":
         return FitHuBERTLoss(target_layers, hint_weight=cfg.hint_weight,
-                             random_hints=cfg.random_hints, seed=seed, target_norm=cfg.target_norm)
+                             random_hints=cfg.random_hints, seed=seed, target_norm=cfg.target_norm,
+                             include_padded_frames=cfg.include_padded_frames)
     raise ValueError(f"unknown loss type {cfg.type!r}; expected 'distilhubert' or 'fithubert'")

@@ -1,58 +1,45 @@
 """DistillationTask: student + frozen teacher + layer-wise loss -> (loss, records).
 
-One training step of layer-wise distillation:
+One training step of layer-wise distillation::
 
     wavs [B, S], wav_lengths [B]
-      -> teacher (eval, torch.inference_mode, never in the autograd graph)
-         hidden_states[k] [B, T_t, D_t] for every k in student.target_layers
-         (or the same targets given precomputed, e.g. from a teacher-feature cache)
-      -> student (with heads) predictions[j] [B, T_s, D_t], prediction_lengths [B]
-      -> align: T = min(T_s, T_t); valid frames = min(student length, teacher length)
-      -> loss(predictions, targets, mask [B, T]) -> (total, terms)
+      -> teacher (eval, torch.inference_mode, outside the student's autocast, never in the graph)
+         targets[j] = hidden state of teacher layer target_layers[j]   [B, T_t, D_t]
+         (or the same targets given precomputed, e.g. read from the teacher cache)
+      -> student (with heads, shaped to the teacher's frame count T_t)
+         predictions[j] [B, T_t, D_t], prediction_lengths [B]
+      -> mask [B, T_t]: frames valid for both (min of the two lengths)
+      -> loss(predictions, targets, mask) -> (total, terms)
 
-The student and teacher may disagree on the frame count by a frame or two (different padding of
-their front ends); the task trims both to the shorter one and masks what either calls padding.
-A larger disagreement means their frame rates differ, which is a configuration error.
+The student and teacher may disagree on an utterance's valid frame count by a frame or two
+(different padding of their front ends); the mask keeps the frames both call valid. A larger
+disagreement means their frame rates differ, a configuration error caught on the first batch.
 
-The S3PRL pretrain expert and our runner both train through this one class (wrapped in
-DistributedDataParallel by the runner when several processes train).
+Both the trainer (wrapped in DistributedDataParallel when several processes train) and the S3PRL
+pretrain expert (for S3PRL's own runner) train through this one class.
 """
 
 from __future__ import annotations
 
-import inspect
 import logging
 from typing import Dict, List, Optional, Tuple
 
 import torch
 from torch import Tensor, nn
 
+from s3prl_distill.lengths import valid_mask
+
 logger = logging.getLogger(__name__)
 
-__all__ = ["DistillationTask", "align_to_shorter"]
+__all__ = ["DistillationTask", "check_frame_rates"]
+
+Targets = Tuple[List[Tensor], Tensor]
 
 
-def align_to_shorter(
-    predictions: List[Tensor], pred_lengths: Tensor, targets: List[Tensor], target_lengths: Tensor,
-    max_frame_diff: int = 2,
-) -> Tuple[List[Tensor], List[Tensor], Tensor]:
-    """Trim predictions and targets to a common frame count and build the valid-frame mask.
-
-    Args:
-        predictions: J tensors [B, T_s, D]; pred_lengths: [B] valid frames.
-        targets: J tensors [B, T_t, D]; target_lengths: [B] valid frames.
-        max_frame_diff: largest allowed |student - teacher| valid-frame difference per utterance.
-
-    Returns:
-        (predictions [B, T, D] each, targets [B, T, D] each, mask [B, T] bool), T = min(T_s, T_t).
-
-    Raises:
-        ValueError: when valid lengths differ by more than ``max_frame_diff`` frames (the student
-            and teacher frame rates differ) or the feature sizes differ.
-    """
-    pred_lengths = pred_lengths.to(torch.long).cpu()
-    target_lengths = target_lengths.to(torch.long).cpu()
-    diff = (pred_lengths - target_lengths).abs()
+def check_frame_rates(pred_lengths: Tensor, target_lengths: Tensor, max_frame_diff: int) -> None:
+    """Raise ValueError when an utterance's student and teacher valid frames differ by more than
+    ``max_frame_diff`` (their frame rates differ). pred_lengths, target_lengths: [B]."""
+    diff = (pred_lengths.long() - target_lengths.long()).abs()
     if bool((diff > max_frame_diff).any()):
         i = int(diff.argmax())
         raise ValueError(
@@ -61,35 +48,22 @@ def align_to_shorter(
             f"{max_frame_diff}); the student's prediction rate must equal the teacher's "
             "downsample rate"
         )
-    frames = min(min(p.shape[1] for p in predictions), min(t.shape[1] for t in targets))
-    valid = torch.minimum(pred_lengths, target_lengths).clamp_max(frames)
-    mask = torch.arange(frames)[None, :] < valid[:, None]
-    out_p, out_t = [], []
-    for j, (pred, target) in enumerate(zip(predictions, targets)):
-        if pred.shape[-1] != target.shape[-1]:
-            raise ValueError(
-                f"head {j} predicts {pred.shape[-1]} dims but its teacher layer has "
-                f"{target.shape[-1]}; set the head's output size to the teacher's dim"
-            )
-        out_p.append(pred[:, :frames])
-        out_t.append(target[:, :frames])
-    return out_p, out_t, mask.to(predictions[0].device)
 
 
 class DistillationTask(nn.Module):
     """Distil ``teacher`` into ``student`` with ``loss``.
 
     Args:
-        student: a ``Student`` (``forward(wavs, wav_lengths, with_heads=True) -> StudentOutput``
-            with ``predictions`` / ``prediction_lengths``; ``target_layers`` names the teacher
-            layer each head predicts).
+        student: a ``Student`` (``forward(wavs, wav_lengths, with_heads=True, target_frames=T)
+            -> StudentOutput`` with ``predictions`` [B, T, D_t] and ``prediction_lengths``;
+            ``target_layers`` names the teacher layer each head predicts).
         teacher: a frozen ``Teacher`` (``forward(wavs, wav_lengths) -> TeacherOutput``).
         loss: ``loss(predictions, targets, mask) -> (total, terms)``.
-        max_frame_diff: see :func:`align_to_shorter`.
+        max_frame_diff: largest allowed |student - teacher| valid-frame difference.
 
-    ``forward(wavs [B, S], wav_lengths [B], targets=None) -> (loss [], records)``: ``records`` maps every loss
-    term (``l1/layer4``, ...) to a detached scalar and adds ``frames`` (valid frames in the batch,
-    used to weight data-parallel averages).
+    ``forward(wavs [B, S], wav_lengths [B], targets=None) -> (loss [], records)``: ``records``
+    maps every loss term (``l1/layer4``, ...) to a detached scalar tensor and adds ``frames``
+    (valid frames in the batch, used to weight data-parallel and dev-set averages).
     """
 
     def __init__(self, student: nn.Module, teacher: nn.Module, loss: nn.Module,
@@ -98,7 +72,10 @@ class DistillationTask(nn.Module):
         self.student = student
         self.teacher = teacher
         self.loss = loss
-        self.max_frame_diff = int(max_frame_diff)
+        # a time reduction by k that drops a partial last group (time_reduction_tail: drop)
+        # predicts up to k - 1 frames fewer than the teacher has
+        k = int(getattr(getattr(student, "config", None), "time_reduction", 1) or 1)
+        self.max_frame_diff = max(int(max_frame_diff), k - 1)
         self.target_layers: List[int] = [int(k) for k in student.target_layers]
         if not self.target_layers:
             raise ValueError("the student has no prediction heads (target_layers is empty): "
@@ -110,30 +87,32 @@ class DistillationTask(nn.Module):
                 f"student heads predict teacher layers {self.target_layers}, but the teacher has "
                 f"layers 0..{num_layers} only (bad: {bad})"
             )
-        try:
-            params = inspect.signature(student.forward).parameters
-        except (TypeError, ValueError):
-            params = {}
-        # students that can shape their predictions to the teacher's frame count get it
-        self._pass_target_frames = "target_frames" in params
         for param in self.teacher.parameters():
             param.requires_grad_(False)
         self.teacher.eval()
+        self._rates_checked = False
 
     def train(self, mode: bool = True) -> "DistillationTask":
-        """Train mode for the student only; the teacher always stays in eval mode."""
+        """Train mode for the student and the loss; the teacher keeps its own mode rule."""
         self.training = mode
         self.student.train(mode)
         self.loss.train(mode)
         self.teacher.eval()
         return self
 
-    def teacher_targets(self, wavs: Tensor, wav_lengths: Tensor) -> Tuple[List[Tensor], Tensor]:
-        """Teacher hidden states for ``target_layers``: (J x [B, T_t, D_t], lengths [B]).
+    def set_epoch(self, epoch: int) -> None:
+        """Tell epoch-dependent parts (e.g. FitHuBERT's random hints) which epoch runs."""
+        set_epoch = getattr(self.loss, "set_epoch", None)
+        if callable(set_epoch):
+            set_epoch(epoch)
 
-        Computed under ``torch.inference_mode``; returned as ordinary tensors (no graph).
+    def teacher_targets(self, wavs: Tensor, wav_lengths: Tensor) -> Targets:
+        """Teacher hidden states of ``target_layers``: (J x [B, T_t, D_t], lengths [B]).
+
+        Computed under ``torch.inference_mode`` and outside any autocast of the caller (the
+        teacher's precision is its own); returned as ordinary tensors (no graph).
         """
-        with torch.inference_mode():
+        with torch.autocast(wavs.device.type, enabled=False), torch.inference_mode():
             out = self.teacher(wavs, wav_lengths)
             targets = [out.hidden_states[k] for k in self.target_layers]
             lengths = out.lengths
@@ -142,8 +121,7 @@ class DistillationTask(nn.Module):
         targets = [t.clone() if t.is_inference() else t for t in targets]
         return targets, lengths.clone() if lengths.is_inference() else lengths
 
-    def _check_targets(self, targets: Tuple[List[Tensor], Tensor], batch: int
-                       ) -> Tuple[List[Tensor], Tensor]:
+    def _check_targets(self, targets: Targets, batch: int) -> Targets:
         """Validate given targets: J tensors [B, T, D] and lengths [B] (B = ``batch``)."""
         states, lengths = targets
         states = list(states)
@@ -157,32 +135,36 @@ class DistillationTask(nn.Module):
         return states, lengths
 
     def forward(self, wavs: Tensor, wav_lengths: Tensor,
-                targets: Optional[Tuple[List[Tensor], Tensor]] = None) -> Tuple[Tensor, Dict[str, Tensor]]:
+                targets: Optional[Targets] = None) -> Tuple[Tensor, Dict[str, Tensor]]:
         """wavs [B, S] float 16 kHz, wav_lengths [B] -> (loss [], records {name: scalar}).
 
         Args:
             targets: precomputed teacher targets ``(J x [B, T_t, D_t], lengths [B])`` in
-                ``target_layers`` order, as :meth:`teacher_targets` returns them (e.g. read from a
-                teacher-feature cache); the teacher is then not run. ``None``: run the teacher.
+                ``target_layers`` order, as :meth:`teacher_targets` returns them (e.g. read from
+                the teacher cache); the teacher is then not run. ``None``: run the teacher.
         """
         if targets is None:
-            targets, target_lengths = self.teacher_targets(wavs, wav_lengths)
+            states, target_lengths = self.teacher_targets(wavs, wav_lengths)
         else:
-            targets, target_lengths = self._check_targets(targets, wavs.shape[0])
-        if self._pass_target_frames:
-            out = self.student(wavs, wav_lengths, with_heads=True, target_frames=targets[0].shape[1])
-        else:
-            out = self.student(wavs, wav_lengths, with_heads=True)
+            states, target_lengths = self._check_targets(targets, wavs.shape[0])
+        frames = states[0].shape[1]
+        out = self.student(wavs, wav_lengths, with_heads=True, target_frames=frames)
+        predictions = list(out.predictions)
+        if len(predictions) != len(self.target_layers):
+            raise ValueError(f"the student returned {len(predictions)} predictions but has "
+                             f"{len(self.target_layers)} target layers")
+        for j, (pred, target) in enumerate(zip(predictions, states)):
+            if pred.shape[1:] != target.shape[1:]:
+                raise ValueError(
+                    f"head {j} predicts [T, D] = {list(pred.shape[1:])} but its teacher layer "
+                    f"{self.target_layers[j]} has {list(target.shape[1:])}; the head's output size "
+                    "must be the teacher's dim and its frames the teacher's")
         pred_lengths = out.prediction_lengths if out.prediction_lengths is not None else out.lengths
-        if len(out.predictions) != len(self.target_layers):
-            raise ValueError(
-                f"the student returned {len(out.predictions)} predictions but has "
-                f"{len(self.target_layers)} target layers"
-            )
-        preds, targets, mask = align_to_shorter(
-            list(out.predictions), pred_lengths, targets, target_lengths, self.max_frame_diff
-        )
-        total, terms = self.loss(preds, targets, mask)
+        if not self._rates_checked:  # a frame-rate mismatch shows on any batch: check the first
+            check_frame_rates(pred_lengths, target_lengths, self.max_frame_diff)
+            self._rates_checked = True
+        mask = valid_mask(torch.minimum(pred_lengths, target_lengths.to(pred_lengths.device)), frames)
+        total, terms = self.loss(predictions, states, mask)
         records = {name: value.detach() for name, value in terms.items()}
         records["frames"] = mask.sum().detach().to(torch.float32)
         return total, records

@@ -40,7 +40,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from s3prl_distill.audio import pad_batch, read_audio
+from s3prl_distill.audio import read_audio
+from s3prl_distill.lengths import pad_waveforms
 from s3prl_distill.io import atomic_save, safe_load
 from s3prl_distill.minisuperb import layouts
 from s3prl_distill.minisuperb.phones import PHONE_VOCAB
@@ -154,7 +155,7 @@ def extract_features(upstream, refs: Sequence[str], pooled: bool,
                 break
             end += 1
         idx = order[start:end]
-        batch, lengths = pad_batch([wavs[i] for i in idx])
+        batch, lengths = pad_waveforms([wavs[i] for i in idx])
         states, frames = upstream(batch, lengths)
         stacked = torch.stack([h.float() for h in states], dim=1)  # [B, L, T, D]
         for b, i in enumerate(idx):

@@ -23,27 +23,11 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from s3prl_distill.lengths import conv_output_lengths, masked_group_norm
 from s3prl_distill.models.config import CNNConfig
 
-__all__ = ["inference_fast_path_ok", "conv1d_channels_last", "conv_output_lengths", "MaskedGroupNorm",
+__all__ = ["inference_fast_path_ok", "conv1d_channels_last", "MaskedGroupNorm",
            "ChannelLayerNorm", "ConvLayerBlock", "FeatureExtractor", "FeatureProjection"]
-
-
-def conv_output_lengths(lengths: Tensor, kernel: int, stride: int) -> Tensor:
-    """Valid output frames of a conv without padding: ``floor((L - K) / S) + 1``, 0 if ``L < K``.
-
-    Args:
-        lengths (Tensor): [B] int64 valid input frames.
-    Returns:
-        Tensor: [B] int64 valid output frames.
-    """
-    out = torch.div(lengths - kernel, stride, rounding_mode="floor") + 1
-    return out.clamp(min=0)
-
-
-def _valid_mask(lengths: Tensor, frames: int) -> Tensor:
-    """[B] lengths -> [B, frames] bool, True on valid frames."""
-    return torch.arange(frames, device=lengths.device)[None, :] < lengths[:, None]
 
 
 def inference_fast_path_ok(x: Tensor) -> bool:
@@ -123,19 +107,9 @@ class MaskedGroupNorm(nn.GroupNorm):
 
         Padded frames get the same affine map as their utterance (their values are never used).
         """
-        if lengths is None or bool((lengths == x.shape[-1]).all()):
+        if lengths is None or bool((lengths >= x.shape[-1]).all()):  # nothing padded
             return super().forward(x)
-        # statistics per utterance over its valid frames (one pass each), then one fused
-        # multiply-add over the whole batch: y = x * scale + shift
-        means, rstds = [], []
-        for b, n in enumerate(lengths.tolist()):
-            var, mean = torch.var_mean(x[b, :, : max(int(n), 1)], dim=-1, unbiased=False)
-            means.append(mean)
-            rstds.append(torch.rsqrt(var + self.eps))
-        mean = torch.stack(means)[:, :, None]  # [B, C, 1]
-        scale = torch.stack(rstds)[:, :, None] * self.weight[None, :, None]
-        shift = self.bias[None, :, None] - mean * scale
-        return torch.addcmul(shift, x, scale)
+        return masked_group_norm(x, lengths, self.weight, self.bias, self.eps)
 
     def forward_channels_last(self, y: Tensor) -> Tensor:
         """One utterance, every frame valid: y [T, C] -> normalised [T, C] (in place)."""
@@ -180,12 +154,15 @@ class ConvLayerBlock(nn.Module):
     """Conv1d (no padding) -> optional norm -> GELU: [B, C_in, T] -> [B, C_out, T']."""
 
     def __init__(self, in_channels: int, out_channels: int, kernel: int, stride: int, bias: bool,
-                 layer_norm: Optional[nn.Module]):
+                 layer_norm: Optional[nn.Module], norm_over_padding: bool = False):
         super().__init__()
         self.kernel_size = kernel
         self.stride = stride
         self.conv = nn.Conv1d(in_channels, out_channels, kernel, stride=stride, bias=bias)
         self.layer_norm = layer_norm
+        # True: a group norm takes its statistics over every frame of the padded batch (S3PRL's
+        # DistillerModel, the official FitHuBERT); False: over each utterance's valid frames
+        self.norm_over_padding = norm_over_padding
 
     # Inference fast path (see ``FeatureExtractor``): the conv on channels-last activations
     # (:func:`conv1d_channels_last`). ``False`` keeps this block (and so the whole stack) on nn.Conv1d (A/B switch).
@@ -219,7 +196,7 @@ class ConvLayerBlock(nn.Module):
         x = self.conv(x)
         lengths = conv_output_lengths(lengths, self.kernel_size, self.stride)
         if self.layer_norm is not None:
-            x = self.layer_norm(x, lengths)
+            x = self.layer_norm(x, None if self.norm_over_padding else lengths)
         return F.gelu(x), lengths
 
 
@@ -238,8 +215,10 @@ class FeatureExtractor(nn.Module):
     """The conv stack: wavs [B, S] -> features [B, T, C_last] with valid lengths [B].
 
     Args:
-        cfg: layer spec (channels, kernel, stride per layer), norm placement, conv bias.
-        grad_mult: gradient scale applied to the output (DistilHuBERT/FitHuBERT use 0.1).
+        cfg: layer spec (channels, kernel, stride per layer), norm placement, conv bias, and
+            ``group_norm_over_padding`` (then a padded batch runs as one batch on every path, so
+            that the first group norm sees its padding, as S3PRL's DistillerModel does).
+        grad_mult: gradient scale applied to the output (S3PRL's DistilHuBERT config: 0.1).
     """
 
     def __init__(self, cfg: CNNConfig, grad_mult: float = 1.0):
@@ -254,9 +233,11 @@ class FeatureExtractor(nn.Module):
                 norm = MaskedGroupNorm(spec.channels)
             else:
                 norm = None
-            blocks.append(ConvLayerBlock(in_ch, spec.channels, spec.kernel, spec.stride, cfg.bias, norm))
+            blocks.append(ConvLayerBlock(in_ch, spec.channels, spec.kernel, spec.stride, cfg.bias, norm,
+                                         norm_over_padding=cfg.group_norm_over_padding))
             in_ch = spec.channels
         self.conv_layers = nn.ModuleList(blocks)
+        self.group_norm_over_padding = cfg.group_norm_over_padding and cfg.norm == "group_norm_first"
         self.out_channels = in_ch
         self.stride = cfg.stride
         self.receptive_field = cfg.receptive_field
@@ -316,7 +297,8 @@ class FeatureExtractor(nn.Module):
 
     def _features(self, wavs: Tensor, wav_lengths: Tensor) -> Tuple[Tensor, Tensor]:
         """wavs: [B, S], wav_lengths: [B] -> ([B, T, C], [B]) by the GEMM or the nn.Conv1d path."""
-        if self._channels_last_ok(wavs):
+        if self._channels_last_ok(wavs) and not (
+                self.group_norm_over_padding and bool((wav_lengths < wavs.shape[-1]).any())):
             return self._run_channels_last(wavs, wav_lengths)
         x, lengths = self._run(wavs, wav_lengths)
         return x.transpose(1, 2), lengths
@@ -325,7 +307,8 @@ class FeatureExtractor(nn.Module):
         """wavs: [B, S], wav_lengths: [B] -> ([B, C, T], [B])."""
         x = wavs[:, None, :]
         # per utterance only on CPU: on an accelerator one batched launch beats B small ones
-        if (self.per_utterance and x.device.type == "cpu" and x.shape[0] > 1
+        if (self.per_utterance and not self.group_norm_over_padding and x.device.type == "cpu"
+                and x.shape[0] > 1
                 and bool((wav_lengths < x.shape[-1]).any())):
             return self._per_utterance(x, wav_lengths)
         lengths = wav_lengths

@@ -78,15 +78,27 @@ class CNNConfig:
     wav2vec 2.0 Base; computed over valid samples only, so padding never changes the output),
     ``layer_norm`` = a layer norm over channels after every conv (wav2vec 2.0 Large style),
     ``none``. ``bias``: conv biases (HuBERT has none).
+
+    ``group_norm_over_padding``: ``false`` (default, ours) = the first group norm's statistics come
+    from each utterance's valid frames; ``true`` = from all frames of the zero-padded batch, as
+    S3PRL's ``DistillerModel`` and the official FitHuBERT compute it (fairseq's ``Fp32GroupNorm``
+    on the padded batch): then an utterance's features depend on how much padding its batch has.
+    Only for reproducing those codes exactly on padded batches.
     """
 
     layers: List[ConvLayerConfig] = field(default_factory=lambda: _layers(TEACHER_CNN))
     norm: Literal["group_norm_first", "layer_norm", "none"] = "group_norm_first"
     bias: bool = False
+    group_norm_over_padding: bool = False
 
     def validate(self) -> None:
         if not self.layers:
             raise ConfigError("layers: at least one conv layer is needed")
+        if self.group_norm_over_padding and self.norm != "group_norm_first":
+            raise ConfigError(
+                f"group_norm_over_padding: true needs norm: group_norm_first (got norm: {self.norm}, "
+                "which has no group norm)"
+            )
 
     @property
     def stride(self) -> int:
@@ -239,13 +251,24 @@ class StudentConfig:
     ``front_end``: ``cnn`` = the waveform CNN of ``cnn`` (HuBERT, wav2vec 2.0, FitHuBERT), or
     ``log_mel`` = the log-mel convs of ``log_mel`` (Whisper's front end, for Whisper teachers).
     ``time_reduction``: stride k of the time-reduction conv before the transformer (1 = none).
+    ``time_reduction_tail``: the last ``T mod k`` CNN frames: ``pad`` (zero-pad them into one more
+    reduced frame, ``ceil(T/k)``; ours) or ``drop`` (ignore them, ``floor(T/k)``; the official
+    FitHuBERT code). See :mod:`s3prl_distill.models.time_reduction`.
     ``teacher_dim`` / ``teacher_layers``: width and depth of the teacher the heads predict.
     ``keep_heads``: keep the heads after distillation (``drop_heads`` is then a no-op).
     ``hidden_states``: what the S3PRL upstream exposes:
       * ``layers``: layer 0..N (one D, rate = CNN stride x k),
       * ``layers+heads``: layers then head outputs (needs D == D_teacher, k == 1, kept heads),
-      * ``heads``: head outputs only, at the teacher's rate and width (needs kept heads).
-    ``feature_grad_mult``: gradient scale into the CNN (0.1 in DistilHuBERT and FitHuBERT).
+      * ``heads``: head outputs only, at the teacher's rate and width (needs kept heads),
+      * ``last_head``: the last head's output only, at the teacher's rate and width; the other
+        heads are dropped after distillation (FitHuBERT as its paper fine-tunes it; needs
+        ``keep_heads: true``).
+    ``feature_grad_mult``: gradient scale into the CNN (S3PRL's DistilHuBERT config: 0.1; the
+    official FitHuBERT config: 1.0, its paper does not say).
+    ``weight_init``: random initialisation before any teacher copy: ``pytorch`` = PyTorch's module
+    defaults; ``fairseq`` = what S3PRL's ``DistillerModel`` and the official FitHuBERT model do
+    (:mod:`s3prl_distill.models.weight_init`: kaiming-normal waveform convs, the wav2vec 2.0
+    positional-conv init, N(0, 0.02) weights and zero biases in the transformer layers).
     ``layer0``: what student layer 0 is: ``transformer_input`` (after positional conv, layer norm
     and time reduction; like the teachers' hidden state 0) or ``projection`` (the CNN projection
     before them, as S3PRL's published DistilHuBERT exposes it and its "predict w/ hidden" baseline
@@ -258,13 +281,15 @@ class StudentConfig:
     log_mel: LogMelFrontEndConfig = field(default_factory=LogMelFrontEndConfig)
     encoder: EncoderConfig = field(default_factory=EncoderConfig)
     time_reduction: int = 1
+    time_reduction_tail: Literal["pad", "drop"] = "pad"
     heads: List[HeadConfig] = field(default_factory=list)
     teacher_dim: int = 768
     teacher_layers: int = 12
     keep_heads: bool = False
-    hidden_states: Literal["layers", "layers+heads", "heads"] = "layers"
+    hidden_states: Literal["layers", "layers+heads", "heads", "last_head"] = "layers"
     feature_grad_mult: float = 1.0
     layer0: Literal["transformer_input", "projection"] = "transformer_input"
+    weight_init: Literal["pytorch", "fairseq"] = "pytorch"
 
     def validate(self) -> None:
         if not self.encoder.feature_projection and self.front_end_channels != self.encoder.dim:
@@ -357,10 +382,19 @@ class InitConfig:
 
     ``from_teacher``: copy the teacher's CNN (+ projection, positional conv) and its first
     ``num_layers`` transformer layers (DistilHuBERT: 2). ``num_layers: 0`` copies the front end only.
+
+    ``copy_encoder_layer_norm`` (post-LN students): also copy the teacher's encoder LayerNorm
+    (``encoder.transformer.layer_norm``, between the positional conv and layer 1). ``false``
+    (default) is S3PRL's DistilHuBERT initialisation (``pretrain/distiller/pretrain_expert.py``
+    copies the feature extractor, ``post_extract_proj``, ``encoder.pos_conv`` and the first layers,
+    not ``encoder.layer_norm``): the copied layers then start on inputs normalised without the
+    teacher's gain and bias. ``true`` gives the copied layers the inputs they were trained on (a
+    student copying every layer then reproduces the teacher exactly; see docs/MODELS.md).
     """
 
     from_teacher: bool = False
     num_layers: int = 0
+    copy_encoder_layer_norm: bool = False
 
     def validate(self) -> None:
         if self.num_layers < 0:

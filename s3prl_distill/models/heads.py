@@ -4,7 +4,10 @@
 * ``LinearHead``: Linear(D, D_t).
 * ``DeconvLinearHead`` (FitHuBERT): ConvTranspose1d(D, D, k, stride k) restores the teacher's
   frame rate after time reduction, then Linear(D, D_t). Output frame ``t`` depends on reduced frame
-  ``t // k`` only, so padding never leaks into valid frames.
+  ``t // k`` only, so padding never leaks into valid frames. ``T'`` reduced frames give ``k T'``
+  frames: ``k ceil(T/k) >= T`` with ``time_reduction_tail: pad`` (trimmed to the teacher's T),
+  ``k floor(T/k)`` with ``drop`` (the official FitHuBERT length; the missing tail frames are
+  zero-padded and outside ``prediction_lengths``, see ``time_reduction.restored_lengths``).
 * ``IdentityHead``: the student layer itself (DistilHuBERT's "predict w/ hidden" baseline).
 
 Every head takes ``target_frames`` (the teacher's frame count, given explicitly) and trims or
@@ -64,7 +67,9 @@ class DeconvLinearHead(nn.Module):
         """x (Tensor): [B, T_s, D] at the reduced rate -> [B, target_frames, D_t]."""
         if self.upsample is not None:
             x = self.upsample(x.transpose(1, 2)).transpose(1, 2)
-        return self.proj(fit_frames(x, target_frames))
+        if x.shape[1] > target_frames:
+            x = x[:, :target_frames]
+        return fit_frames(self.proj(x), target_frames)  # frames added here are zeros
 
 
 class IdentityHead(nn.Module):

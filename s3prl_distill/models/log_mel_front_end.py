@@ -22,16 +22,12 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from s3prl_distill.lengths import conv_output_lengths, valid_mask
 from s3prl_distill.models.cnn import _GradMultiply
 from s3prl_distill.models.config import LogMelFrontEndConfig
 from s3prl_distill.models.log_mel import batch_log_mel, mel_frames
 
 __all__ = ["LogMelFrontEnd"]
-
-
-def _same_conv_lengths(lengths: Tensor, stride: int) -> Tensor:
-    """Frames after a "same"-padded conv of ``stride``: ``ceil(lengths / stride)``."""
-    return torch.div(lengths + stride - 1, stride, rounding_mode="floor")
 
 
 class LogMelFrontEnd(nn.Module):
@@ -59,7 +55,7 @@ class LogMelFrontEnd(nn.Module):
         """[B] samples -> [B] valid frames of the output."""
         lengths = mel_frames(wav_lengths)
         for conv in self.convs:
-            lengths = _same_conv_lengths(lengths, conv.stride[0])
+            lengths = conv_output_lengths(lengths, conv.kernel_size[0], conv.stride[0], conv.padding[0])
         return lengths
 
     def forward(self, wavs: Tensor, wav_lengths: Tensor) -> Tuple[Tensor, Tensor]:
@@ -68,9 +64,9 @@ class LogMelFrontEnd(nn.Module):
         frozen = self.training and self.grad_mult == 0.0
         with torch.set_grad_enabled(torch.is_grad_enabled() and not frozen):
             for conv in self.convs:
-                valid = torch.arange(x.shape[-1], device=x.device)[None, :] < lengths[:, None]
+                valid = valid_mask(lengths, x.shape[-1])
                 x = F.gelu(conv(x * valid[:, None, :].to(x.dtype)))
-                lengths = _same_conv_lengths(lengths, conv.stride[0])
+                lengths = conv_output_lengths(lengths, conv.kernel_size[0], conv.stride[0], conv.padding[0])
         if self.training and self.grad_mult not in (0.0, 1.0):
             x = _GradMultiply.apply(x, self.grad_mult)
         return x.transpose(1, 2), lengths

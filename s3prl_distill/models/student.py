@@ -8,7 +8,8 @@ Forward path (shapes for a batch of B waveforms of S samples, valid lengths expl
       encoder.feature_projection -> [B, T, D]          (or none: ``feature_projection: false``)
       padded frames set to 0, encoder.transformer.pos_conv_embed (x + conv) or sinusoidal
       positions, layer_norm (post-LN)
-      time_reduction (stride k)  -> [B, ceil(T/k), D]   lengths [B]      (rate = 320 k)
+      time_reduction (stride k)  -> [B, ceil(T/k), D]   lengths [B]      (rate = 320 k;
+                                    floor(T/k) with ``time_reduction_tail: drop``)
       layer 0 = this; encoder.transformer.layers[i]     -> layer i, [B, T_enc, D]
       heads[j](layer s_j)        -> prediction j [B, T_teacher, D_teacher]
 
@@ -27,26 +28,32 @@ every entry is [B, T, D] with one T and one D, and ``downsample_rate`` is the tr
   heads kept: needs D == D_teacher and no time reduction, checked by the config).
 * ``hidden_states: heads``: the kept heads' outputs only, [B, T_teacher, D_teacher] at the CNN
   rate (FitW2V2-960 as fine-tuned in the FitHuBERT paper: the weighted sum of its 12 heads).
+* ``hidden_states: last_head``: the last head's output only, [B, T_teacher, D_teacher] at the CNN
+  rate; the other heads are dropped after distillation (FitHuBERT-100/960 and FitW2V2-100 as
+  fine-tuned in the FitHuBERT paper: "prediction head at the only last layer is remained").
 
 Padding: padded frames are zeroed before the positional conv and time reduction, the first
 group norm uses valid frames only and attention masks padded keys, so the valid frames of a padded
-utterance equal those of the same utterance run alone.
+utterance equal those of the same utterance run alone. (``cnn.group_norm_over_padding: true``
+normalises over the padded batch instead, as S3PRL's DistillerModel and the official FitHuBERT do.)
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import List, Optional
+from typing import Iterable, List, Optional
 
 import torch
 from torch import Tensor, nn
 
+from s3prl_distill.lengths import zero_padding
 from s3prl_distill.models.cnn import FeatureExtractor, FeatureProjection
 from s3prl_distill.models.config import StudentConfig
 from s3prl_distill.models.heads import build_head
 from s3prl_distill.models.log_mel_front_end import LogMelFrontEnd
 from s3prl_distill.models.positions import sinusoids
 from s3prl_distill.models.time_reduction import TimeReduction
+from s3prl_distill.models.weight_init import init_weights
 from s3prl_distill.models.transformer import (
     ConvolutionalPositionalEmbedding,
     EncoderLayer,
@@ -109,12 +116,11 @@ class _Transformer(nn.Module):
         self.dropout = nn.Dropout(enc.dropout)
 
 
-def _zero_padding(x: Tensor, lengths: Tensor) -> Tensor:
-    """Zero the frames at or beyond ``lengths``: x [B, T, D], lengths [B] -> [B, T, D]."""
-    if bool((lengths >= x.shape[1]).all()):
-        return x
-    valid = torch.arange(x.shape[1], device=x.device)[None, :] < lengths[:, None]
-    return x * valid[:, :, None].to(x.dtype)
+class _DroppedHead(nn.Module):
+    """Placeholder (no parameters) for a head dropped while a later one is kept (``last_head``)."""
+
+    def forward(self, x: Tensor, target_frames: int) -> Tensor:
+        raise RuntimeError("this prediction head was dropped after distillation")
 
 
 class Student(nn.Module):
@@ -135,14 +141,21 @@ class Student(nn.Module):
         )
         self.encoder = _Encoder(cfg, self.feature_extractor.out_channels)
         self.time_reduction = (
-            TimeReduction(cfg.encoder.dim, cfg.time_reduction) if cfg.time_reduction > 1 else None
+            TimeReduction(cfg.encoder.dim, cfg.time_reduction, cfg.time_reduction_tail)
+            if cfg.time_reduction > 1 else None
         )
         self.heads = nn.ModuleList(
             build_head(h, cfg.encoder.dim, cfg.teacher_dim, cfg.time_reduction) for h in cfg.heads
         )
-        self._head_layers = [h.student_layer for h in cfg.heads]
-        self.target_layers: List[int] = [h.teacher_layer for h in cfg.heads]
+        self._set_active_heads(list(range(len(cfg.heads))))
         self.heads_dropped = False
+        init_weights(self, cfg.weight_init)
+
+    def _set_active_heads(self, active: List[int]) -> None:
+        """Heads ``active`` (indices into ``config.heads``) are attached; the others are gone."""
+        self._active = list(active)
+        self._head_layers = [self.config.heads[j].student_layer for j in self._active]
+        self.target_layers: List[int] = [self.config.heads[j].teacher_layer for j in self._active]
 
     # ------------------------------------------------------------------ properties
     @property
@@ -150,19 +163,30 @@ class Student(nn.Module):
         return self.config.encoder.num_layers
 
     @property
+    def num_heads(self) -> int:
+        """Prediction heads currently attached (all before distillation ends; after
+        :meth:`drop_heads`: none, all, or the last one, as the config keeps them)."""
+        return len(self._active)
+
+    @property
     def hidden_states_layout(self) -> str:
         """The layout in effect: ``config.hidden_states``, or ``layers`` once the heads are gone."""
-        return self.config.hidden_states if len(self.heads) else "layers"
+        return self.config.hidden_states if self._active else "layers"
+
+    @property
+    def _head_layout(self) -> bool:
+        """Whether ``hidden_states`` are head outputs only (teacher rate and width)."""
+        return self.hidden_states_layout in ("heads", "last_head")
 
     @property
     def dim(self) -> int:
         """Width D of ``hidden_states``."""
-        return self.config.teacher_dim if self.hidden_states_layout == "heads" else self.config.encoder.dim
+        return self.config.teacher_dim if self._head_layout else self.config.encoder.dim
 
     @property
     def downsample_rate(self) -> int:
         """Samples per frame of ``hidden_states`` (the true rate S3PRL is told)."""
-        if self.hidden_states_layout == "heads":
+        if self._head_layout:
             return self.config.front_end_stride
         return self.config.downsample_rate
 
@@ -182,31 +206,58 @@ class Student(nn.Module):
         n_layers = self.config.encoder.num_layers + 1
         mode = self.hidden_states_layout
         if mode == "heads":
-            return len(self.heads)
+            return self.num_heads
+        if mode == "last_head":
+            return 1
         if mode == "layers+heads":
-            return n_layers + len(self.heads)
+            return n_layers + self.num_heads
         return n_layers
 
     def output_lengths(self, wav_lengths: Tensor) -> Tensor:
         """[B] samples -> [B] valid frames of ``hidden_states`` (exact conv arithmetic)."""
         lengths = self.feature_extractor.output_lengths(wav_lengths)
-        if self.hidden_states_layout != "heads" and self.time_reduction is not None:
-            k = self.time_reduction.stride
-            lengths = torch.div(lengths + k - 1, k, rounding_mode="floor")
-        return lengths
+        if self.time_reduction is None:
+            return lengths
+        if self._head_layout:
+            return self.time_reduction.restored_lengths(lengths)
+        return self.time_reduction.output_lengths(lengths)
 
     def drop_heads(self, force: bool = False) -> None:
         """Remove the prediction heads (after distillation), unless ``config.keep_heads``.
 
-        ``force=True`` removes them even then (``load_student(..., keep_heads=False)``); the
-        hidden states then fall back to the ``layers`` layout.
+        With ``keep_heads`` and ``hidden_states: last_head`` only the last head stays (its
+        parameters keep their names, ``heads.{J-1}.*``; the others become parameterless
+        placeholders). ``force=True`` removes every head even then
+        (``load_student(..., keep_heads=False)``); the hidden states then fall back to the
+        ``layers`` layout.
         """
         if self.config.keep_heads and not force:
+            if self.config.hidden_states == "last_head" and len(self._active) > 1:
+                for j in self._active[:-1]:
+                    self.heads[j] = _DroppedHead()
+                self._set_active_heads(self._active[-1:])
             return
         self.heads = nn.ModuleList()
-        self._head_layers = []
-        self.target_layers = []
+        self._set_active_heads([])
         self.heads_dropped = True
+
+    def match_state_heads(self, keys: Iterable[str]) -> None:
+        """Before loading a state dict saved after :meth:`drop_heads`: drop the heads it lacks.
+
+        A state without any head parameter drops every head; one holding only the last head's
+        (``hidden_states: last_head``) keeps that one. Any other gap is left for the loader to
+        report as a mismatch.
+        """
+        keys = list(keys)
+        with_params = [j for j in self._active if any(True for _ in self.heads[j].parameters())]
+        missing = [j for j in with_params if not any(k.startswith(f"heads.{j}.") for k in keys)]
+        if not missing:
+            return
+        if missing == with_params:
+            self.drop_heads(force=True)
+        elif (self.config.keep_heads and self.config.hidden_states == "last_head"
+              and missing == with_params[:-1]):
+            self.drop_heads()
 
     # ------------------------------------------------------------------ forward
     def forward(self, wavs: Tensor, wav_lengths: Optional[Tensor] = None, with_heads: bool = True,
@@ -248,7 +299,7 @@ class Student(nn.Module):
         tr = self.encoder.transformer
         x = self.encoder.feature_projection(x)
         projection = x
-        x = _zero_padding(x, cnn_lengths)
+        x = zero_padding(x, cnn_lengths)
         if tr.pos_conv_embed is not None:
             x = tr.pos_conv_embed(x)
         if self.config.encoder.sinusoidal_positions:
@@ -258,7 +309,7 @@ class Student(nn.Module):
         x = tr.dropout(x)
         lengths = cnn_lengths
         if self.time_reduction is not None:
-            x, lengths = self.time_reduction(_zero_padding(x, lengths), lengths)
+            x, lengths = self.time_reduction(zero_padding(x, lengths), lengths)
 
         mask = key_padding_mask(lengths, x.shape[1])
         layer_outputs = [projection if self.config.layer0 == "projection" else x]
@@ -271,16 +322,21 @@ class Student(nn.Module):
         mode = self.hidden_states_layout
         predictions: List[Tensor] = []
         prediction_lengths: Optional[Tensor] = None
-        if len(self.heads) and (with_heads or mode != "layers"):
+        if self._active and (with_heads or mode != "layers"):
             frames = cnn_frames if target_frames is None else int(target_frames)
+            # the upstream of ``last_head`` needs only the last head
+            run = range(len(self._active)) if with_heads or mode != "last_head" else [-1]
             predictions = [
-                head(layer_outputs[s_layer], frames)
-                for head, s_layer in zip(self.heads, self._head_layers)
+                self.heads[self._active[i]](layer_outputs[self._head_layers[i]], frames) for i in run
             ]
-            prediction_lengths = cnn_lengths.clamp(max=frames)
+            restored = (cnn_lengths if self.time_reduction is None
+                        else self.time_reduction.restored_lengths(cnn_lengths))
+            prediction_lengths = restored.clamp(max=frames)
 
         if mode == "heads" and predictions:
             hidden_states, hs_lengths = list(predictions), prediction_lengths
+        elif mode == "last_head" and predictions:
+            hidden_states, hs_lengths = [predictions[-1]], prediction_lengths
         elif mode == "layers+heads" and predictions:
             hidden_states, hs_lengths = layer_outputs + predictions, lengths
         else:
@@ -298,5 +354,5 @@ class Student(nn.Module):
 
 
 def build_student(cfg: StudentConfig) -> Student:
-    """Build an untrained :class:`Student` (PyTorch default initialisation) from ``cfg``."""
+    """Build an untrained :class:`Student` from ``cfg`` (random weights per ``cfg.weight_init``)."""
     return Student(cfg)

@@ -17,6 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from s3prl_distill.lengths import ceil_div, valid_mask
 from s3prl_distill.models.cnn import inference_fast_path_ok
 
 __all__ = ["fft_size", "grouped_conv_spectrum", "grouped_conv_fft", "ConvolutionalPositionalEmbedding",
@@ -31,8 +32,7 @@ def key_padding_mask(lengths: Tensor, frames: int) -> Optional[Tensor]:
     """
     if bool((lengths >= frames).all()):
         return None
-    valid = torch.arange(frames, device=lengths.device)[None, :] < lengths[:, None]
-    return valid[:, None, None, :]
+    return valid_mask(lengths, frames)[:, None, None, :]
 
 
 def fft_size(kernel: int) -> int:
@@ -72,7 +72,7 @@ def grouped_conv_fft(x: Tensor, spectrum: Tensor, kernel: int, padding: int) -> 
     groups, bins, d_out_g, d_in_g = spectrum.shape
     n_fft = 2 * (bins - 1)
     hop = n_fft - kernel + 1  # valid outputs per block
-    blocks = -(-frames // hop)
+    blocks = ceil_div(frames, hop)
     padded = F.pad(x, (0, 0, padding, (blocks - 1) * hop + n_fft - frames - padding))
     segments = padded.as_strided(  # [B, blocks, n_fft, D], overlapping views
         (b, blocks, n_fft, dim), (padded.shape[1] * dim, hop * dim, dim, 1))

@@ -142,11 +142,24 @@ class DataConfig:
 
 @dataclass
 class RunnerSection:
-    """Loop settings (S3PRL's ``runner:`` keys plus ``precision``)."""
+    """Loop settings: S3PRL's ``runner:`` keys, plus ``precision``, validation and DDP options.
+
+    Attributes:
+        total_steps: optimizer updates (``n_epochs > 0`` overrides it: epochs x batches / accumulation).
+        gradient_clipping: max global gradient norm; null = no clipping (the official FitHuBERT
+            trainer clips nothing; S3PRL's distiller runner clips at 5.0).
+        fp16: S3PRL's key; the same as ``precision: fp16``.
+        eval_step: evaluate the distillation loss on the dev set every this many updates (0: never).
+        eval_each_epoch: also evaluate at the end of every epoch (the official FitHuBERT trainer).
+        early_stopping_patience: stop after this many evaluations without a new best dev loss
+            (0: never stop early); the best checkpoint is kept as ``best.ckpt`` whenever a dev
+            set is evaluated.
+        early_stopping_min_delta: an evaluation must improve the best dev loss by more than this.
+    """
 
     total_steps: int = 200000
     n_epochs: int = -1
-    gradient_clipping: float = 10.0
+    gradient_clipping: Optional[float] = 10.0
     gradient_accumulate_steps: int = 1
     log_step: int = 50
     save_step: int = 5000
@@ -154,6 +167,10 @@ class RunnerSection:
     fp16: bool = False  # S3PRL's key; same as precision: fp16
     precision: Literal["fp32", "bf16", "fp16"] = "fp32"
     find_unused_parameters: bool = False
+    eval_step: int = 0
+    eval_each_epoch: bool = False
+    early_stopping_patience: int = 0
+    early_stopping_min_delta: float = 0.0
 
     def validate(self) -> None:
         for key in ("gradient_accumulate_steps", "log_step", "save_step", "max_keep"):
@@ -161,17 +178,41 @@ class RunnerSection:
                 raise ConfigError(f"{key}: expected >= 1, got {getattr(self, key)}")
         if self.n_epochs <= 0 and self.total_steps < 1:
             raise ConfigError("total_steps: expected >= 1 (or n_epochs > 0)")
-        if self.gradient_clipping <= 0:
-            raise ConfigError(f"gradient_clipping: expected > 0, got {self.gradient_clipping}")
+        if self.gradient_clipping is not None and self.gradient_clipping <= 0:
+            raise ConfigError(f"gradient_clipping: expected > 0 or null (no clipping), got "
+                              f"{self.gradient_clipping}")
+        for key in ("eval_step", "early_stopping_patience"):
+            if getattr(self, key) < 0:
+                raise ConfigError(f"{key}: expected >= 0, got {getattr(self, key)}")
+        if self.early_stopping_min_delta < 0:
+            raise ConfigError(f"early_stopping_min_delta: expected >= 0, got "
+                              f"{self.early_stopping_min_delta}")
+        if self.early_stopping_patience and not (self.eval_step or self.eval_each_epoch):
+            raise ConfigError("early_stopping_patience needs evaluations: set eval_step or "
+                              "eval_each_epoch: true (and a dev set in pretrain_expert.datarc)")
 
     @property
     def amp_precision(self) -> str:
         return "fp16" if self.fp16 and self.precision == "fp32" else self.precision
 
+    @property
+    def evaluates(self) -> bool:
+        """Whether the run evaluates a dev set at all."""
+        return bool(self.eval_step or self.eval_each_epoch)
+
 
 @dataclass
 class OptimizerConfig:
-    """``TorchOptim`` + ``torch_optim_name`` (Adam, AdamW, ...) as in S3PRL, or ``Adam``/``AdamW``.
+    """The ``optimizer:`` section, in S3PRL's schema (:mod:`s3prl_distill.pretrain.optim`).
+
+    ``name``: ``AdamW_with_schedule`` (S3PRL's pretraining optimizer, with its own linear
+    warm-up/decay over ``warmup_proportion`` of the updates), ``TorchOptim`` +
+    ``torch_optim_name`` (any of Adam, AdamW, SGD, scheduled by the ``scheduler:`` section),
+    or ``Adam`` / ``AdamW``.
+
+    ``weight_decay_groups`` (``AdamW_with_schedule`` only): ``s3prl`` = S3PRL's parameter groups
+    (0.01 on every weight, layer norms included, 0 on biases; ``weight_decay`` has no effect,
+    as in S3PRL), ``uniform`` = ``weight_decay`` on every parameter.
 
     ``head_lr``: peak learning rate of the prediction heads (null: ``lr``, the papers' setting).
     A student copied from its teacher starts with random heads; until they fit, their gradients
@@ -180,12 +221,14 @@ class OptimizerConfig:
     The schedule scales both rates alike.
     """
 
-    name: Literal["TorchOptim", "Adam", "AdamW"] = "TorchOptim"
+    name: Literal["TorchOptim", "Adam", "AdamW", "AdamW_with_schedule"] = "TorchOptim"
     torch_optim_name: Optional[Literal["Adam", "AdamW", "SGD"]] = "Adam"
     lr: float = 2.0e-4
     betas: Tuple[float, float] = (0.9, 0.999)
     eps: float = 1.0e-8
     weight_decay: float = 0.0
+    warmup_proportion: float = 0.07
+    weight_decay_groups: Literal["s3prl", "uniform"] = "s3prl"
     head_lr: Optional[float] = None
 
     def validate(self) -> None:
@@ -193,6 +236,10 @@ class OptimizerConfig:
             raise ConfigError(f"lr: expected > 0, got {self.lr}")
         if self.head_lr is not None and self.head_lr <= 0:
             raise ConfigError(f"head_lr: expected > 0 or null, got {self.head_lr}")
+        if not 0 <= self.warmup_proportion < 1:
+            raise ConfigError(f"warmup_proportion: expected in [0, 1), got {self.warmup_proportion}")
+        if self.weight_decay < 0:
+            raise ConfigError(f"weight_decay: expected >= 0, got {self.weight_decay}")
 
     @property
     def torch_class(self) -> str:

@@ -26,7 +26,8 @@ import torch
 from torch import Tensor
 from torch.utils.data import Dataset
 
-from s3prl_distill.audio import AudioError, crop, pad_batch, read_audio
+from s3prl_distill.audio import AudioError, crop, read_audio
+from s3prl_distill.lengths import pad_waveforms
 from s3prl_distill.pretrain.data import DataError, IndexEntry, build_length_index, source_root
 
 logger = logging.getLogger(__name__)
@@ -163,7 +164,7 @@ def collate_batch(items: Sequence[Optional[Dict[str, Any]]]) -> Dict[str, Any]:
     if not good:
         return {"wavs": torch.zeros(0, 0), "wav_lengths": torch.zeros(0, dtype=torch.long),
                 "indices": torch.zeros(0, dtype=torch.long), "ids": [], "skipped": skipped}
-    wavs, lengths = pad_batch([item["wav"] for item in good])
+    wavs, lengths = pad_waveforms([item["wav"] for item in good])
     indices = torch.tensor([item["index"] for item in good], dtype=torch.long)
     ids = [str(item["id"]) for item in good]
     return {"wavs": wavs, "wav_lengths": lengths, "indices": indices, "ids": ids, "skipped": skipped}

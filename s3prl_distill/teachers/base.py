@@ -30,7 +30,7 @@ from s3prl_distill.errors import UserError
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["Teacher", "TeacherOutput", "TeacherError", "lengths_to_mask", "check_wav_batch"]
+__all__ = ["Teacher", "TeacherOutput", "TeacherError", "check_wav_batch"]
 
 
 class TeacherError(UserError):
@@ -49,18 +49,6 @@ class TeacherOutput:
 
     hidden_states: List[Tensor]
     lengths: Tensor
-
-
-def lengths_to_mask(lengths: Tensor, max_len: int) -> Tensor:
-    """Valid-frame mask.
-
-    Args:
-        lengths (Tensor): ``[B]`` valid lengths.
-        max_len (int): ``T``.
-    Returns:
-        BoolTensor ``[B, T]``, ``True`` on valid positions.
-    """
-    return torch.arange(max_len, device=lengths.device)[None, :] < lengths[:, None]
 
 
 def check_wav_batch(wavs: Tensor, wav_lengths: Optional[Tensor]) -> Tensor:

@@ -37,7 +37,8 @@ from torch import Tensor
 
 from s3prl_distill.config import ConfigError, from_dict, to_dict
 from s3prl_distill.state_dict import describe_mismatch
-from s3prl_distill.teachers.base import Teacher, TeacherError, TeacherOutput, lengths_to_mask
+from s3prl_distill.lengths import conv_output_lengths, masked_group_norm, valid_mask
+from s3prl_distill.teachers.base import Teacher, TeacherError, TeacherOutput
 
 logger = logging.getLogger(__name__)
 
@@ -262,32 +263,10 @@ def infer_arch(
 # ---------------------------------------------------------------------------------------------
 # the teacher
 # ---------------------------------------------------------------------------------------------
-def _masked_instance_norm(x: Tensor, lengths: Tensor, norm: torch.nn.GroupNorm) -> Tensor:
-    """Per-channel GroupNorm over time using only valid frames.
-
-    Args:
-        x (Tensor): ``[B, C, T]`` conv output.
-        lengths (Tensor): ``[B]`` valid frames.
-        norm: a ``GroupNorm(C, C)`` (one group per channel), whose eps/affine are used.
-    Returns:
-        Tensor ``[B, C, T]``.
-    """
-    if norm.num_groups != norm.num_channels:
-        return norm(x)
-    mask = lengths_to_mask(lengths, x.shape[-1])[:, None, :].to(x.dtype)  # [B, 1, T]
-    count = mask.sum(-1, keepdim=True).clamp(min=1.0)
-    mean = (x * mask).sum(-1, keepdim=True) / count
-    var = (((x - mean) * mask) ** 2).sum(-1, keepdim=True) / count
-    y = (x - mean) / torch.sqrt(var + norm.eps)
-    if norm.affine:
-        y = y * norm.weight[None, :, None] + norm.bias[None, :, None]
-    return y
-
-
 def _normalize_waveforms(wavs: Tensor, lengths: Tensor) -> Tensor:
     """Zero mean, unit variance over each waveform's valid samples (fairseq ``normalize``),
     padding kept at 0. ``wavs [B, S]`` -> ``[B, S]``."""
-    mask = lengths_to_mask(lengths, wavs.shape[1]).to(wavs.dtype)
+    mask = valid_mask(lengths, wavs.shape[1]).to(wavs.dtype)
     count = mask.sum(1, keepdim=True)
     mean = (wavs * mask).sum(1, keepdim=True) / count
     var = (((wavs - mean) * mask) ** 2).sum(1, keepdim=True) / count
@@ -333,11 +312,13 @@ class Wav2Vec2Teacher(Teacher):
         x = wavs.unsqueeze(1)
         for block in self.model.feature_extractor.conv_layers:
             x = block.conv(x)
-            lengths = torch.clamp(
-                torch.div(lengths - block.kernel_size, block.stride, rounding_mode="floor") + 1, min=0
-            )
-            if isinstance(block.layer_norm, torch.nn.GroupNorm):
-                x = _masked_instance_norm(x, lengths, block.layer_norm)
+            lengths = conv_output_lengths(lengths, block.kernel_size, block.stride)
+            norm = block.layer_norm
+            if isinstance(norm, torch.nn.GroupNorm) and norm.num_groups == norm.num_channels:
+                # per-channel statistics over each utterance's valid frames only
+                x = masked_group_norm(x, lengths, norm.weight, norm.bias, norm.eps)
+            elif isinstance(norm, torch.nn.GroupNorm):
+                x = norm(x)
             elif block.layer_norm is not None:
                 x = block.layer_norm(x)
             x = F.gelu(x)
@@ -350,7 +331,7 @@ class Wav2Vec2Teacher(Teacher):
         encoder = self.model.encoder
         transformer = encoder.transformer
         x = encoder.feature_projection(feats)  # [B, T, D]
-        valid = lengths_to_mask(lengths, x.shape[1])
+        valid = valid_mask(lengths, x.shape[1])
         x = x.masked_fill(~valid[..., None], 0.0)
         attention_mask: Optional[Tensor] = None
         key_padding_mask: Optional[Tensor] = None

@@ -46,7 +46,8 @@ from torch import Tensor, nn
 
 from s3prl_distill.models.log_mel import (HOP_LENGTH, SAMPLE_RATE, batch_log_mel,  # noqa: F401
                                           log_mel_spectrogram, mel_frames)
-from s3prl_distill.teachers.base import Teacher, TeacherError, TeacherOutput, lengths_to_mask
+from s3prl_distill.lengths import conv_output_lengths, valid_mask
+from s3prl_distill.teachers.base import Teacher, TeacherError, TeacherOutput
 
 logger = logging.getLogger(__name__)
 
@@ -148,11 +149,12 @@ class WhisperEncoder(nn.Module):
             (hidden states: ``L + 1`` tensors ``[B, T, D]``, lengths ``[B]`` with ``T = ceil(F / 2)``).
         """
         frames_in = mel.shape[-1]
-        mel = mel * lengths_to_mask(mel_lengths, frames_in)[:, None, :].to(mel.dtype)
+        mel = mel * valid_mask(mel_lengths, frames_in)[:, None, :].to(mel.dtype)
         x = F.gelu(self.conv1(mel))
-        x = x * lengths_to_mask(mel_lengths, frames_in)[:, None, :].to(x.dtype)  # conv2 sees zeros past the end
+        x = x * valid_mask(mel_lengths, frames_in)[:, None, :].to(x.dtype)  # conv2 sees zeros past the end
         x = F.gelu(self.conv2(x)).transpose(1, 2)  # [B, T, D]
-        lengths = torch.div(mel_lengths + 1, 2, rounding_mode="floor")
+        conv2 = self.conv2
+        lengths = conv_output_lengths(mel_lengths, conv2.kernel_size[0], conv2.stride[0], conv2.padding[0])
         frames = x.shape[1]
         if frames > self.arch.n_ctx:
             raise ValueError(
@@ -160,7 +162,7 @@ class WhisperEncoder(nn.Module):
                 f"({self.arch.n_ctx * 2 * HOP_LENGTH / SAMPLE_RATE:.0f} s of audio): crop the input"
             )
         x = x + self.positional_embedding[:frames].to(x.dtype)
-        pad = ~lengths_to_mask(lengths, frames)
+        pad = ~valid_mask(lengths, frames)
         hidden = [x]
         for block in self.blocks:
             x = block(x, pad)

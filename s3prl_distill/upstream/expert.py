@@ -18,13 +18,14 @@ from __future__ import annotations
 import logging
 import os
 from dataclasses import dataclass
-from typing import Dict, List, Optional, Sequence
+from typing import Any, Dict, List, Mapping, Optional
 
 import torch
 from torch import Tensor
 
 from s3prl_distill.checkpoint import load_student
 from s3prl_distill.config import from_dict, load_yaml
+from s3prl_distill.lengths import pad_waveforms
 
 try:  # S3PRL's base class gives hooks; the expert also works without S3PRL installed
     from s3prl.upstream.interfaces import UpstreamBase as _Base
@@ -33,7 +34,7 @@ except Exception:  # pragma: no cover - s3prl is a hard dependency; this only gu
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["ExpertOptions", "UpstreamExpert", "pad_wavs"]
+__all__ = ["ExpertOptions", "UpstreamExpert"]
 
 
 @dataclass
@@ -46,32 +47,25 @@ class ExpertOptions:
     keep_heads: Optional[bool] = None
 
 
-def pad_wavs(wavs: Sequence[Tensor]) -> tuple:
-    """List of [S_i] waveforms -> (wavs [B, max S] zero-padded, lengths [B] int64)."""
-    if len(wavs) == 0:
-        raise ValueError("the upstream got an empty list of waveforms")
-    for i, w in enumerate(wavs):
-        if not isinstance(w, Tensor) or w.dim() != 1:
-            shape = tuple(w.shape) if isinstance(w, Tensor) else type(w).__name__
-            raise ValueError(f"waveform {i} must be a 1-D tensor [S] (16 kHz mono), got {shape}")
-    lengths = torch.tensor([w.shape[0] for w in wavs], dtype=torch.long, device=wavs[0].device)
-    batch = wavs[0].new_zeros(len(wavs), int(lengths.max()))
-    for i, w in enumerate(wavs):
-        batch[i, : w.shape[0]] = w
-    return batch, lengths
-
-
 class UpstreamExpert(_Base):
     """S3PRL upstream serving a student checkpoint (heads dropped unless kept)."""
 
-    def __init__(self, ckpt: str, model_config: Optional[str] = None, **kwargs):
+    def __init__(self, ckpt: str, model_config: Optional[str] = None, *,
+                 loaded: Optional[Mapping[str, Any]] = None, **kwargs):
+        """
+        Args:
+            ckpt: the checkpoint file.
+            model_config: optional YAML of :class:`ExpertOptions`.
+            loaded: the checkpoint dict already read from ``ckpt`` by the caller (a hub entry
+                reads it once to check its family); not read again.
+        """
         super().__init__(**kwargs)
         if ckpt is None:
             raise ValueError("UpstreamExpert needs ckpt=PATH to an s3prl-distill student checkpoint")
         options = ExpertOptions()
         if model_config:
             options = from_dict(ExpertOptions, load_yaml(model_config), where=os.fspath(model_config))
-        self.model, self.meta = load_student(ckpt, keep_heads=options.keep_heads)
+        self.model, self.meta = load_student(ckpt, keep_heads=options.keep_heads, loaded=loaded)
         self.model.eval()
         self.ckpt = os.fspath(ckpt)
         logger.info(
@@ -90,7 +84,7 @@ class UpstreamExpert(_Base):
 
     def forward(self, wavs: List[Tensor]) -> Dict[str, object]:
         """wavs: list of B tensors [S_i] (16 kHz) -> dict with ``hidden_states`` (list of [B, T, D])."""
-        batch, lengths = pad_wavs(wavs)
+        batch, lengths = pad_waveforms(wavs)
         out = self.model(batch, lengths, with_heads=False)
         states = list(out.hidden_states)
         result: Dict[str, object] = {

@@ -32,7 +32,8 @@ def _check_path(ckpt: Optional[str], entry: str) -> str:
 
 def _family_entry(family: str, entry: str, ckpt, model_config=None, **kwargs) -> UpstreamExpert:
     ckpt = _check_path(ckpt, entry)
-    found = read_checkpoint(ckpt)["config"].get("family", "custom")
+    loaded = read_checkpoint(ckpt)  # read once: checked here, built by the expert
+    found = loaded["config"].get("family", "custom")
     if found != family:
         raise CheckpointError(
             f"{ckpt}: {entry} expects a '{family}' student checkpoint, but this one is '{found}'"
@@ -41,7 +42,7 @@ def _family_entry(family: str, entry: str, ckpt, model_config=None, **kwargs) ->
             f"{' (use distill_student_local)' if found == 'custom' else ''}"
         )
     kwargs.pop("refresh", None)
-    return UpstreamExpert(ckpt, model_config=model_config, **kwargs)
+    return UpstreamExpert(ckpt, model_config=model_config, loaded=loaded, **kwargs)
 
 
 def distilhubert_local(ckpt=None, *args, model_config=None, **kwargs) -> UpstreamExpert:
