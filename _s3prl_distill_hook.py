@@ -6,12 +6,17 @@ nothing: it imports only ``sys``/``os`` (no torch, no importlib.abc) and puts on
 of ``sys.meta_path``. The finder does nothing until one of the watched modules is imported; then it
 lets the normal finders load the module and runs our code right after the module's own body:
 
-* ``s3prl`` -> ``s3prl_distill.compat.apply()`` (torchaudio/hub/numpy shims) before any S3PRL
-  submodule imports torchaudio;
+* ``s3prl`` -> ``s3prl_distill.compat.apply()`` (torchaudio/hub/numpy shims and the weights_only
+  allow-list) before any S3PRL submodule imports torchaudio;
 * ``s3prl.hub`` -> ``s3prl_distill.registry.register(hub)``: our upstreams appear in
   ``dir(s3prl.hub)``, hence in ``python -m s3prl.run_downstream -h``;
-* ``s3prl.pretrain`` and S3PRL's top-level ``pretrain`` (run_pretrain from inside S3PRL's folder)
-  -> ``s3prl_distill.registry.extend_pretrain_path(module)``.
+* ``s3prl.pretrain`` and S3PRL's top-level ``pretrain`` (``run_pretrain.py`` run from inside
+  S3PRL's folder, as S3PRL's README does) -> first
+  ``s3prl_distill.compat.weights_only.allow_s3prl_checkpoints()``, then
+  ``s3prl_distill.registry.extend_pretrain_path(module)``. ``run_pretrain.py`` imports
+  ``pretrain.runner`` at its top, before its first ``torch.load`` (``-e`` / ``-a`` resume), which
+  therefore reads S3PRL's pickled ``Args`` and LR schedules with ``weights_only`` left on.
+  A top-level ``pretrain`` of any other project is left alone (:func:`is_s3prl_pretrain_folder`).
 
 A failure inside our code is logged with its traceback and does not break S3PRL's own import
 (S3PRL's own upstreams keep working); ``python -m s3prl_distill.run_downstream`` calls
@@ -21,13 +26,30 @@ A failure inside our code is logged with its traceback and does not break S3PRL'
 import os
 import sys
 
-__all__ = ["install", "uninstall", "HookFinder", "fired"]
+__all__ = ["install", "uninstall", "HookFinder", "fired", "is_s3prl_pretrain_folder"]
 
-_FIRED = []  # names whose post-import action ran, in order (for tests and debugging)
+_FIRED = []  # names whose post-import action acted, in order (for tests and debugging)
+
+
+def is_s3prl_pretrain_folder(path):
+    """Whether ``path`` is ``<root>/pretrain`` of an S3PRL source tree (installed or a git checkout).
+
+    ``<root>`` must hold S3PRL's ``hub.py`` and ``run_pretrain.py``; decided from files only (no
+    imports), so that it is cheap and never imports torch.
+    """
+    path = os.path.realpath(path)
+    if os.path.basename(path) != "pretrain":
+        return False
+    root = os.path.dirname(path)
+    return all(os.path.isfile(os.path.join(root, name)) for name in ("hub.py", "run_pretrain.py"))
+
+
+def _is_s3prl_pretrain(module):
+    return any(is_s3prl_pretrain_folder(p) for p in list(getattr(module, "__path__", None) or []))
 
 
 def _after_s3prl(module):
-    import s3prl_distill.compat as compat
+    from s3prl_distill import compat
 
     compat.apply()
 
@@ -38,21 +60,13 @@ def _after_hub(module):
     registry.register(module)
 
 
-def _is_s3prl_folder(module):
-    """Whether a package's folder is ``<...>/s3prl/pretrain`` of an S3PRL install (no imports)."""
-    for path in list(getattr(module, "__path__", None) or []):
-        parent = os.path.dirname(os.path.realpath(path))
-        if os.path.isfile(os.path.join(parent, "hub.py")) and os.path.isfile(
-                os.path.join(parent, "run_pretrain.py")):
-            return True
-    return False
-
-
 def _after_pretrain(module):
-    if module.__name__ == "pretrain" and not _is_s3prl_folder(module):
-        return  # some other project's top-level `pretrain`: leave it (and torch) alone
+    if not _is_s3prl_pretrain(module):
+        return False  # some other project's `pretrain`: leave it (and torch) alone
     from s3prl_distill import registry
+    from s3prl_distill.compat import weights_only
 
+    weights_only.allow_s3prl_checkpoints()  # before run_pretrain.py's first torch.load
     registry.extend_pretrain_path(module)
 
 
@@ -66,8 +80,8 @@ _ACTIONS = {
 
 def _run_action(name, module):
     try:
-        _ACTIONS[name](module)
-        _FIRED.append(name)
+        if _ACTIONS[name](module) is not False:
+            _FIRED.append(name)
     except Exception:
         import logging
 

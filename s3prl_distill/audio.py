@@ -40,6 +40,7 @@ __all__ = [
     "AudioError",
     "AudioInfo",
     "audio_info",
+    "read_samples",
     "read_audio",
     "resample",
     "to_mono",
@@ -153,6 +154,38 @@ def check_samples(wav: Tensor, *, where: str = "<waveform>", min_samples: int = 
     return wav
 
 
+def read_samples(
+    source, *, offset: int = 0, num_frames: int = -1, dtype: str = "float32"
+) -> Tuple[Tensor, int]:
+    """Read frames as the file stores them: every channel, the file's own rate, no checks.
+
+    The one call of soundfile's reader; :func:`read_audio` (mono, resampled, checked) builds on it,
+    and so do torchaudio's ``load`` and ``sox_effects`` stand-ins (:mod:`s3prl_distill.compat`).
+
+    Args:
+        source: path, or a binary file object.
+        offset, num_frames: first frame and frame count (-1: to the end), at the file's rate.
+        dtype: ``"float32"`` (in [-1, 1]), ``"float64"``, or ``"int16"``/``"int32"`` (the
+            integer scale of that width).
+
+    Returns:
+        (samples, sr): Tensor [S, C] of ``dtype``, and the file's sample rate.
+
+    Raises:
+        AudioError: the file is missing or not readable by soundfile (the message names it).
+    """
+    where = os.fspath(source) if isinstance(source, (str, os.PathLike)) else repr(source)
+    if isinstance(source, (str, os.PathLike)):
+        source = _check_path(source)
+    try:
+        data, sr = sf.read(source, frames=num_frames, start=offset, dtype=dtype, always_2d=True)
+    except Exception as err:
+        raise AudioError(
+            f"{where}: not a readable audio file (expected WAV/FLAC/OGG readable by soundfile): {err}"
+        ) from err
+    return torch.from_numpy(np.ascontiguousarray(data)), int(sr)
+
+
 def read_audio(
     path: PathLike,
     target_sr: Optional[int] = DEFAULT_SAMPLE_RATE,
@@ -187,15 +220,7 @@ def read_audio(
     if offset < 0 or num_frames < -1:
         raise ValueError(f"offset must be >= 0 and num_frames >= -1, got {offset}, {num_frames}")
     path = _check_path(path)
-    try:
-        data, sr = sf.read(
-            path, frames=num_frames, start=offset, dtype="float32", always_2d=True
-        )
-    except Exception as err:
-        raise AudioError(
-            f"{path}: not a readable audio file (expected WAV/FLAC/OGG readable by soundfile): {err}"
-        ) from err
-    wav = torch.from_numpy(np.ascontiguousarray(data))  # [S, C]
+    wav, sr = read_samples(path, offset=offset, num_frames=num_frames)  # [S, C]
     if wav.shape[0] == 0:
         raise AudioError(f"{path}: holds no samples (expected at least {max(min_samples, 1)})")
     wav = to_mono(wav, where=path, on_multichannel=on_multichannel)

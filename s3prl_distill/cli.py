@@ -26,6 +26,7 @@ COMMANDS = {
     "export": "s3prl_distill.commands.export",
     "register": "s3prl_distill.commands.register",
     "convert": "s3prl_distill.commands.convert",
+    "prepare": "s3prl_distill.commands.prepare",
 }
 
 

@@ -17,7 +17,7 @@ import torch
 
 PathLike = Union[str, os.PathLike]
 
-__all__ = ["atomic_save", "safe_load", "atomic_write_text"]
+__all__ = ["atomic_save", "safe_load", "atomic_write_text", "atomic_write_bytes"]
 
 
 def _atomic_replace(path: PathLike, write) -> None:
@@ -55,6 +55,11 @@ def atomic_save(obj: Any, path: PathLike) -> None:
 def atomic_write_text(text: str, path: PathLike) -> None:
     """Write a text file atomically (UTF-8)."""
     _atomic_replace(path, lambda handle: handle.write(text.encode("utf-8")))
+
+
+def atomic_write_bytes(data: bytes, path: PathLike) -> None:
+    """Write a binary file atomically."""
+    _atomic_replace(path, lambda handle: handle.write(data))
 
 
 def safe_load(path: PathLike, map_location: Union[str, torch.device] = "cpu") -> Any:

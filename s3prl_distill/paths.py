@@ -7,11 +7,12 @@ tree, as the design card asks. A wheel installs a copy under ``<prefix>/share/s3
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 from typing import List
 
-__all__ = ["upstream_configs_dir", "upstream_configs_candidates"]
+__all__ = ["upstream_configs_dir", "upstream_configs_candidates", "cache_dir"]
 
 _SOURCE_ROOT = Path(__file__).resolve().parents[1]
 
@@ -44,3 +45,10 @@ def upstream_configs_dir() -> Path:
         "upstream_configs/ not found; searched: " + ", ".join(str(c) for c in candidates)
         + " (pass the folder explicitly)"
     )
+
+
+def cache_dir() -> Path:
+    """``$XDG_CACHE_HOME/s3prl_distill`` (default ``~/.cache/s3prl_distill``): indexes this package
+    builds once and reuses (not created here)."""
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return Path(base) / "s3prl_distill"

@@ -278,3 +278,21 @@ def make_student_checkpoint(path, family: str = "distilhubert", seed: int = 0) -
     path = Path(path)
     save_student(path, student)
     return path
+
+
+# --------------------------------------------------- S3PRL's original ctc configs (its schema)
+def s3prl_libriphone_corpus(librispeech, lexicon, batch_size: int = 16) -> Dict:
+    """``downstream_expert.corpus`` of S3PRL's ``downstream/ctc/libriphone.yaml``: its keys and
+    values, with the paths pointed at ``librispeech`` / ``lexicon`` and no worker processes."""
+    return {"name": "libriphone", "path": str(librispeech), "lexicon": [str(lexicon)],
+            "train": ["train-clean-100"], "dev": ["dev-clean"], "test": ["test-clean"],
+            "bucketing": True, "batch_size": batch_size, "num_workers": 0}
+
+
+def s3prl_snips_corpus(snips_root, batch_size: int = 32) -> Dict:
+    """``downstream_expert.corpus`` of S3PRL's ``downstream/ctc/snips.yaml`` (its keys; the voice
+    lists are this tiny corpus's, one or two per split as SNIPS_VOICES)."""
+    return {"name": "snips", "path": str(snips_root), "train": ["train"], "dev": ["valid"],
+            "test": ["test"], "bucketing": True, "batch_size": batch_size,
+            **{f"{split}_speakers": list(v) for split, v in SNIPS_VOICES.items()},
+            "num_workers": 0}

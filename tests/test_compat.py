@@ -1,4 +1,4 @@
-"""Tests for s3prl_distill.compat and s3prl_distill.sox_effects (every shim, every effect)."""
+"""Tests for the s3prl_distill.compat package (every shim, every SoX effect)."""
 
 from __future__ import annotations
 
@@ -14,8 +14,9 @@ import soundfile as sf
 import torch
 
 import s3prl_distill  # noqa: F401
-from s3prl_distill import compat, sox_effects
-from s3prl_distill.sox_effects import SoxEffectError, apply_effects_file, apply_effects_tensor
+from s3prl_distill import compat
+from s3prl_distill.compat import hub_symbols, numpy_aliases, sox_effects, torchaudio_io
+from s3prl_distill.compat.sox_effects import SoxEffectError, apply_effects_file, apply_effects_tensor
 
 from conftest import synth_wave, write_wave
 
@@ -36,8 +37,8 @@ def test_apply_idempotent_and_installs_io():
     assert compat.apply() == first
     assert callable(torchaudio.info) and callable(torchaudio.set_audio_backend)
     assert torchaudio.sox_effects.apply_effects_file is apply_effects_file
-    if not compat.torchcodec_usable():
-        assert torchaudio.load is compat.ta_load and "torchaudio.load" in first
+    if not torchaudio_io.torchcodec_usable():
+        assert torchaudio.load is torchaudio_io.ta_load and "torchaudio.load" in first
 
 
 def test_patch_torchaudio_keeps_real_apis():
@@ -56,11 +57,11 @@ def test_patch_torchaudio_keeps_real_apis():
 def test_patch_torchaudio_replaces_broken_torchcodec_load(monkeypatch):
     fake = types.ModuleType("fake_torchaudio2")
     fake.load = fake.save = fake.load_with_torchcodec = lambda *a, **k: None
-    monkeypatch.setattr(compat, "torchcodec_usable", lambda: False)
+    monkeypatch.setattr(torchaudio_io, "torchcodec_usable", lambda: False)
     applied = compat.patch_torchaudio(fake)
-    assert fake.load is compat.ta_load and fake.save is compat.ta_save
+    assert fake.load is torchaudio_io.ta_load and fake.save is torchaudio_io.ta_save
     assert {"torchaudio.load", "torchaudio.info", "torchaudio.sox_effects"} <= set(applied)
-    monkeypatch.setattr(compat, "torchcodec_usable", lambda: True)
+    monkeypatch.setattr(torchaudio_io, "torchcodec_usable", lambda: True)
     fake2 = types.ModuleType("fake_torchaudio3")
     fake2.load = fake2.save = fake2.load_with_torchcodec = lambda *a, **k: None
     compat.patch_torchaudio(fake2)
@@ -281,34 +282,34 @@ def test_hub_shims_only_when_missing():
     import huggingface_hub
 
     before = (getattr(huggingface_hub, "HfFolder", None), getattr(huggingface_hub, "Repository", None))
-    applied = compat.patch_huggingface_hub(huggingface_hub)
+    applied = hub_symbols.patch(huggingface_hub)
     after = (getattr(huggingface_hub, "HfFolder", None), getattr(huggingface_hub, "Repository", None))
     if before[0] is not None:
         assert after == before and applied == []
     fake = types.ModuleType("fake_hub")
-    assert compat.patch_huggingface_hub(fake) == ["huggingface_hub.HfFolder", "huggingface_hub.Repository"]
+    assert hub_symbols.patch(fake) == ["huggingface_hub.HfFolder", "huggingface_hub.Repository"]
     with pytest.raises(RuntimeError, match="Repository was removed"):
         fake.Repository("x")
-    assert fake.HfFolder is compat.HfFolder
+    assert fake.HfFolder is hub_symbols.HfFolder
 
 
 def test_hffolder_token_round_trip(tmp_path, monkeypatch):
     from huggingface_hub import constants
 
     monkeypatch.setattr(constants, "HF_TOKEN_PATH", str(tmp_path / "hf" / "token"))
-    compat.HfFolder.save_token("hf_abc")
+    hub_symbols.HfFolder.save_token("hf_abc")
     assert (tmp_path / "hf" / "token").read_text() == "hf_abc"
-    compat.HfFolder.delete_token()
+    hub_symbols.HfFolder.delete_token()
     assert not (tmp_path / "hf" / "token").exists()
 
 
 def test_numpy_aliases_only_when_missing():
     fake = types.ModuleType("fake_np")
-    assert compat.patch_numpy(fake) == ["numpy.int", "numpy.complex"]
+    assert numpy_aliases.patch(fake) == ["numpy.int", "numpy.complex"]
     assert fake.int is int and fake.complex is complex
     fake2 = types.ModuleType("fake_np2")
     fake2.int = "kept"
-    assert compat.patch_numpy(fake2) == ["numpy.complex"] and fake2.int == "kept"
+    assert numpy_aliases.patch(fake2) == ["numpy.complex"] and fake2.int == "kept"
     assert np.zeros(2).astype(np.int).dtype.kind == "i"  # what S3PRL's masking code does
 
 
@@ -384,3 +385,49 @@ def test_effects_match_sox_binary(tmp_path, chain, rate):
     assert our_sr == ref_sr and ours.shape == (ref.shape[1], ref.shape[0])
     resampled = any(e[0] == "rate" for e in chain) and rate != 16000
     assert np.abs(ours.numpy().T - ref).max() < (5e-3 if resampled else 1e-6)  # full scale 1.0
+
+
+# ------------------------------------------------------------------ package structure
+
+
+def _imports_of(path):
+    """s3prl_distill modules a source file imports (module level and inside functions)."""
+    import ast
+
+    found = set()
+    for node in ast.walk(ast.parse(open(path, encoding="utf-8").read())):
+        if isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            base = node.module
+            for alias in node.names:
+                full = f"{base}.{alias.name}"
+                found.add(full if os.path.isfile(_source(full)) else base)
+        elif isinstance(node, ast.Import):
+            found.update(alias.name for alias in node.names)
+    return {name for name in found if name.startswith("s3prl_distill")}
+
+
+def _source(module):
+    root = os.path.dirname(os.path.dirname(os.path.abspath(s3prl_distill.__file__)))
+    path = os.path.join(root, *module.split("."))
+    return path + ".py" if os.path.isfile(path + ".py") else os.path.join(path, "__init__.py")
+
+
+def test_compat_modules_form_no_import_circle_and_read_audio_only_through_audio_py():
+    """No compat module imports another (except the marker) or the package root, and nothing
+    it imports imports compat back; the only reader of samples is s3prl_distill.audio."""
+    folder = os.path.dirname(compat.__file__)
+    modules = sorted(f[:-3] for f in os.listdir(folder) if f.endswith(".py") and f != "__init__.py")
+    assert {"torchaudio_extension", "torchaudio_io", "sox_effects", "hub_symbols",
+            "numpy_aliases", "weights_only"} <= set(modules)
+    graph = {}
+    for name in modules:
+        deps = _imports_of(os.path.join(folder, name + ".py"))
+        graph[name] = deps
+        assert "s3prl_distill" not in deps and "s3prl_distill.compat" not in deps, (name, deps)
+        siblings = {d for d in deps if d.startswith("s3prl_distill.compat.")}
+        assert siblings <= {"s3prl_distill.compat._shim",
+                            "s3prl_distill.compat.torchaudio_extension"}, (name, siblings)
+        text = open(os.path.join(folder, name + ".py"), encoding="utf-8").read()
+        assert "sf.read(" not in text and "soundfile.read(" not in text, name
+    for dep in {d for deps in graph.values() for d in deps if not d.startswith("s3prl_distill.compat")}:
+        assert not any(d.startswith("s3prl_distill.compat") for d in _imports_of(_source(dep))), dep

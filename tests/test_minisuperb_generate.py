@@ -108,8 +108,8 @@ def test_pr_layout_read_by_superb_reader(corpus, tmp_path):
 
     written = prepare_pr(corpus / layouts.LIBRI_DIR, [str(corpus / layouts.LEXICON)], tmp_path)
     tokenizer = load_text_encoder("word", str(written["vocab"]))
-    ds = LibriPhoneDataset("test.csv", tokenizer, 1, [str(corpus / layouts.LEXICON)],
-                           str(tmp_path))
+    ds = LibriPhoneDataset([layouts.PR_SPLITS["test"]], tokenizer, 1,
+                           str(corpus / layouts.LIBRI_DIR), [str(corpus / layouts.LEXICON)])
     path, ids = ds[0]
     assert Path(path).suffix == ".flac" and Path(path).is_file() and len(ids) > 5
     ours = layouts.read_pr(corpus)

@@ -7,6 +7,7 @@ import logging
 import os
 import subprocess
 import sys
+import textwrap
 import types
 
 import pytest
@@ -30,9 +31,9 @@ def hub():
 
 
 def _fake_registered(monkeypatch, entries):
-    module = types.ModuleType("s3prl_distill.upstream.registered")
-    module.registered_entries = lambda: dict(entries)
-    monkeypatch.setitem(sys.modules, "s3prl_distill.upstream.registered", module)
+    from s3prl_distill.upstream import registered
+
+    monkeypatch.setattr(registered, "registered_entries", lambda: dict(entries))
 
 
 def test_register_puts_entries_on_hub_idempotently(hub):
@@ -76,24 +77,6 @@ def test_registered_entries_added_and_removed(hub, monkeypatch):
     _fake_registered(monkeypatch, {"hubert_local": mine})
     with pytest.raises(RegistryError, match="hubert_local"):
         registry.register()
-
-
-def test_missing_modules_warn(hub, monkeypatch, caplog):
-    real = registry._optional_import
-    monkeypatch.setattr(registry, "_optional_import",
-                        lambda name: None if name.startswith("s3prl_distill.upstream") else real(name))
-    with caplog.at_level(logging.WARNING, logger="s3prl_distill.registry"):
-        assert registry.collect_entries() == {}
-    text = caplog.text
-    assert "hubconf is missing" in text and "registered is missing" in text
-
-
-def test_optional_import_reraises_real_errors(tmp_path, monkeypatch):
-    (tmp_path / "broken_mod_xyz.py").write_text("import this_dependency_does_not_exist_xyz\n")
-    monkeypatch.syspath_prepend(str(tmp_path))
-    assert registry._optional_import("no_such_module_xyz") is None
-    with pytest.raises(ModuleNotFoundError, match="this_dependency_does_not_exist_xyz"):
-        registry._optional_import("broken_mod_xyz")
 
 
 def test_superb_install_called(hub):
@@ -140,6 +123,58 @@ def test_top_level_pretrain_as_run_pretrain_sees_it(hub, monkeypatch, tmp_path):
         assert PRETRAIN_DIR not in list(foreign.__path__)
     finally:
         sys.modules.pop("pretrain", None)
+
+
+def _fake_s3prl_checkout(root, distiller_init=False):
+    """An S3PRL source tree as a git checkout has it: ``pretrain/distiller/`` WITHOUT ``__init__.py``."""
+    s3prl_dir = root / "s3prl"
+    distiller = s3prl_dir / "pretrain" / "distiller"
+    distiller.mkdir(parents=True)
+    for name in ("hub.py", "run_pretrain.py", "pretrain/__init__.py"):
+        (s3prl_dir / name).write_text("")
+    (s3prl_dir / "pretrain" / "runner.py").write_text("WHO = 's3prl'\n")
+    (distiller / "pretrain_expert.py").write_text("raise ImportError('S3PRL own distiller')\n")
+    if distiller_init:
+        (distiller / "__init__.py").write_text("")
+    return s3prl_dir
+
+
+def _forget_pretrain():
+    for name in [m for m in sys.modules if m == "pretrain" or m.startswith("pretrain.")]:
+        del sys.modules[name]
+
+
+@pytest.mark.parametrize("s3prl_has_init", [False, True])
+def test_pretrain_precedence_rule(tmp_path, monkeypatch, s3prl_has_init):
+    """S3PRL's regular packages win; its distiller folder without __init__.py loses to ours."""
+    s3prl_dir = _fake_s3prl_checkout(tmp_path, distiller_init=s3prl_has_init)
+    monkeypatch.syspath_prepend(str(s3prl_dir))  # run_pretrain.py runs from inside this folder
+    _forget_pretrain()
+    try:
+        top = importlib.import_module("pretrain")  # the .pth hook extends it right away
+        assert PRETRAIN_DIR in list(top.__path__) and list(top.__path__).index(PRETRAIN_DIR) > 0
+        assert importlib.import_module("pretrain.runner").WHO == "s3prl"  # S3PRL's wins
+        origin = importlib.util.find_spec("pretrain.distiller.pretrain_expert").origin
+        collisions = registry.pretrain_collisions(str(s3prl_dir / "pretrain"))
+        if s3prl_has_init:  # a regular package of S3PRL would win: reported as a collision
+            assert origin.startswith(str(s3prl_dir))
+            assert collisions == {"distiller": "S3PRL's package pretrain.distiller shadows ours"}
+        else:
+            assert origin == os.path.join(PRETRAIN_DIR, "distiller", "pretrain_expert.py")
+            assert collisions == {}
+    finally:
+        _forget_pretrain()
+
+
+def test_pretrain_names_kinds(tmp_path):
+    (tmp_path / "pkg").mkdir()
+    (tmp_path / "pkg" / "__init__.py").write_text("")
+    (tmp_path / "ns").mkdir()
+    (tmp_path / "mod.py").write_text("")
+    (tmp_path / "__pycache__").mkdir()
+    (tmp_path / "README.md").write_text("")
+    assert registry.pretrain_names(str(tmp_path)) == {"mod": "module", "ns": "namespace",
+                                                      "pkg": "package"}
 
 
 # ------------------------------------------------------------------------ import hook
@@ -205,3 +240,61 @@ def test_site_packages_holds_the_pth():
     assert found, f"s3prl_distill_hook.pth not in {dirs}: reinstall the package (pip install -e .)"
     with open(found[0], encoding="utf-8") as handle:
         assert handle.read().strip() == "import _s3prl_distill_hook"
+
+
+ALLOWED = textwrap.dedent("""
+    import sys
+    import torch
+    def allowed():
+        out = set()
+        for item in torch.serialization.get_safe_globals():
+            out.add(item[1] if isinstance(item, tuple) else f"{item.__module__}.{item.__qualname__}")
+        return out
+    before = allowed()
+    sys.path.insert(0, sys.argv[1])
+    import pretrain          # what run_pretrain.py's `from pretrain.runner import Runner` does first
+    after = allowed()
+    for name in ("argparse.Namespace", "optimizers.WarmupLinearSchedule"):
+        print(name, name in before, name in after)
+""")
+
+
+def test_hook_allows_s3prl_checkpoints_when_s3prl_pretrain_is_imported(tmp_path):
+    """S3PRL's run_pretrain.py calls torch.load right after importing pretrain.runner."""
+    s3prl_dir = _fake_s3prl_checkout(tmp_path / "checkout")
+    out = subprocess.run([sys.executable, "-c", ALLOWED, str(s3prl_dir)], capture_output=True,
+                         text=True, timeout=300, env=dict(os.environ, OMP_NUM_THREADS="1"))
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert out.stdout.split("\n")[:2] == ["argparse.Namespace False True",
+                                           "optimizers.WarmupLinearSchedule False True"]
+    # some other project's top-level `pretrain`: nothing happens, not even `import torch`
+    other = tmp_path / "other" / "pretrain"
+    other.mkdir(parents=True)
+    (other / "__init__.py").write_text("")
+    code = ("import sys; sys.path.insert(0, sys.argv[1]); import pretrain; "
+            "print('torch' in sys.modules, 'pretrain' in __import__('_s3prl_distill_hook').fired())")
+    assert _python_args(code, str(tmp_path / "other")) == "False False"
+
+
+def _python_args(code, *args):
+    full = dict(os.environ, OMP_NUM_THREADS="1")
+    full.pop("S3PRL_DISTILL_NO_HOOK", None)
+    return subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True,
+                          env=full, timeout=120, check=True).stdout.strip()
+
+
+def test_pretrain_action_allows_checkpoints_before_extending(tmp_path, monkeypatch):
+    """The allow-list is installed by the pretrain action itself (not by an import it happens to
+    cause), before the path is extended; a foreign `pretrain` gets neither."""
+    from s3prl_distill.compat import weights_only
+
+    calls = []
+    monkeypatch.setattr(weights_only, "allow_s3prl_checkpoints", lambda: calls.append("allow"))
+    monkeypatch.setattr(registry, "extend_pretrain_path", lambda m: calls.append("extend"))
+    s3prl_dir = _fake_s3prl_checkout(tmp_path)
+    fake = types.ModuleType("pretrain")
+    fake.__path__ = [str(s3prl_dir / "pretrain")]
+    hook._after_pretrain(fake)
+    assert calls == ["allow", "extend"]
+    fake.__path__ = [str(tmp_path)]
+    assert hook._after_pretrain(fake) is False and calls == ["allow", "extend"]

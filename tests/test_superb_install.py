@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import csv
 import importlib
 import sys
 
@@ -15,7 +14,15 @@ from s3prl_distill.superb.ctc_corpus import BucketedTextDataset
 from s3prl_distill.superb.ctc_corpus.libriphone import LibriPhoneDataset, read_lexicon
 from s3prl_distill.superb.ctc_corpus.snips import SnipsDataset
 from s3prl_distill.superb.samplers import DistributedSamplerWrapper
-from superb_corpora import SNIPS_VOICES, make_snips
+from superb_corpora import (
+    LIBRI_LEXICON,
+    LIBRI_TEXT,
+    SNIPS_VOICES,
+    make_librispeech,
+    make_snips,
+    s3prl_libriphone_corpus,
+    s3prl_snips_corpus,
+)
 
 
 def _phone_tokenizer():
@@ -75,22 +82,95 @@ def test_bucketed_dataset_buckets_stay_in_range():
         BucketedTextDataset(items, bucket_size=0)
 
 
-def test_libriphone_reads_csv_and_lexicon(tmp_path):
+def test_libriphone_reads_librispeech_with_s3prl_signature(tmp_path):
     tokenizer = _phone_tokenizer()
+    corpus = make_librispeech(tmp_path / "LibriSpeech")
     lexicon = tmp_path / "lex.txt"
-    lexicon.write_text("HELLO HH AH0 L OW1\nHELLO HH EH0 L OW1\nWORLD W ER1 L D\n")
-    with open(tmp_path / "train.csv", "w", newline="") as handle:
-        writer = csv.writer(handle)
-        writer.writerow(["wav_path", "transcription"])
-        writer.writerow(["/a.flac", "HELLO WORLD"])
-        writer.writerow(["/b.flac", "WORLD"])
-    data = LibriPhoneDataset("train.csv", tokenizer, 1, [str(lexicon)], str(tmp_path))
-    path, ids = data[0]
-    assert path == "/a.flac"
-    assert tokenizer.decode(ids) == "HH AH0 L OW1 W ER1 L D"  # first pronunciation wins
-    (tmp_path / "bad.csv").write_text("wav_path,transcription\n/c.flac,GOODBYE\n")
-    with pytest.raises(ValueError, match="bad.csv:2: word 'GOODBYE'"):
-        LibriPhoneDataset("bad.csv", tokenizer, 1, [str(lexicon)], str(tmp_path))
+    lexicon.write_text("HELLO HH AH0 L OW1\nHELLO HH EH0 L OW1\n" + "".join(
+        f"{w} {p}\n" for w, p in LIBRI_LEXICON.items() if w != "HELLO"))
+    # S3PRL's call: LibriPhoneDataset(split, tokenizer, bucket_size, path=..., lexicon=..., **corpus)
+    data = LibriPhoneDataset(["dev-clean"], tokenizer, 1, path=str(corpus["root"]),
+                             lexicon=[str(lexicon)], name="libriphone", bucketing=True)
+    assert len(data) == 4 and all(p.endswith(".flac") for p in data.file_list)
+    decoded = sorted(tokenizer.decode(ids) for ids in data.text)
+    expected = sorted(" ".join(p for w in text.split() for p in
+                               ("HH AH0 L OW1" if w == "HELLO" else LIBRI_LEXICON[w]).split())
+                      for text in LIBRI_TEXT)
+    assert decoded == expected  # first pronunciation wins
+    assert [len(t) for t in data.text] == sorted((len(t) for t in data.text), reverse=True)
+    small = tmp_path / "small.txt"
+    small.write_text("HELLO HH AH0 L OW1\nWORLD W ER1 L D\n")
+    with pytest.raises(ValueError, match=r"word 'GOOD' of 101-201-0001 is in no lexicon"):
+        LibriPhoneDataset(["dev-clean"], tokenizer, 1, path=str(corpus["root"]), lexicon=[str(small)])
+    with pytest.raises(ValueError, match="corpus.path is missing.*csv_dir.*no longer read"):
+        LibriPhoneDataset("dev.csv", tokenizer, 1, lexicon=[str(lexicon)], csv_dir=str(tmp_path))
+    with pytest.raises(ValueError, match="LibriSpeech split 'train-other-500' folder not found"):
+        LibriPhoneDataset(["train-other-500"], tokenizer, 1, path=str(corpus["root"]),
+                          lexicon=[str(lexicon)])
+
+
+def _first_batch(split, tokenizer, corpus):
+    """S3PRL's own ctc data pipeline (load_dataset -> our reader -> collect_audio_batch)."""
+    from s3prl.downstream.ctc.data import load_dataset
+
+    loader = load_dataset(split, tokenizer, dict(corpus))
+    return loader, next(iter(loader))
+
+
+def test_s3prl_original_libriphone_schema_through_s3prl_data_pipeline(tmp_path):
+    superb.install()
+    compat_apply()
+    corpus = make_librispeech(tmp_path / "LibriSpeech")
+    tokenizer = _phone_tokenizer()
+    config = s3prl_libriphone_corpus(corpus["root"], corpus["lexicon"], batch_size=2)
+    loader, (wavs, texts, names) = _first_batch("train", tokenizer, config)
+    assert len(loader.dataset) == 4 and len(wavs) == 2 and len(texts) == 2  # one bucket of 2
+    assert all(w.ndim == 1 and w.shape[0] >= 9600 for w in wavs)
+    assert all(n.startswith("100-200-") for n in names)
+    _, (wavs, texts, names) = _first_batch("test", tokenizer, config)
+    assert len(wavs) == 1 and names[0].startswith("102-202-")
+
+
+def test_s3prl_original_snips_schema_through_s3prl_data_pipeline(tmp_path):
+    from s3prl.downstream.ctc.text import load_text_encoder
+
+    superb.install()
+    compat_apply()
+    corpus = make_snips(tmp_path)
+    tokenizer = load_text_encoder("character-slot", superb.data_file("character.txt"),
+                                  str(corpus["slots"]))
+    config = s3prl_snips_corpus(corpus["root"], batch_size=2)
+    loader, (wavs, texts, names) = _first_batch("train", tokenizer, config)
+    assert len(loader.dataset) == 6 and len(wavs) == 2
+    assert all(n.split("-")[0] in SNIPS_VOICES["train"] for n in names)
+    loader, _ = _first_batch("dev", tokenizer, config)
+    assert sorted(p.rsplit("/", 1)[1].split("-")[0] for p in loader.dataset.file_list) == ["Aditi"] * 3
+
+
+def compat_apply():
+    from s3prl_distill import compat
+
+    compat.apply()
+
+
+def test_only_readers_missing_from_s3prl_are_installed(tmp_path, monkeypatch):
+    """A git checkout of S3PRL ships corpus/libriphone.py and snips.py: then S3PRL's are used."""
+    ctc = tmp_path / "s3prl" / "downstream" / "ctc"
+    (ctc / "corpus").mkdir(parents=True)
+    monkeypatch.setattr(superb, "_s3prl_ctc_folders", lambda: [str(ctc)])
+    for name in ("s3prl.downstream.ctc.corpus", "s3prl.downstream.ctc.corpus.libriphone",
+                 "s3prl.downstream.ctc.corpus.snips"):
+        monkeypatch.delitem(sys.modules, name, raising=False)
+    (ctc / "corpus" / "libriphone.py").write_text("")
+    assert superb.missing_ctc_readers() == ["snips"]
+    assert superb._install_ctc_corpus() == ["snips"]
+    assert sys.modules["s3prl.downstream.ctc.corpus.snips"].SnipsDataset is SnipsDataset
+    assert "s3prl.downstream.ctc.corpus.libriphone" not in sys.modules  # S3PRL's file wins
+    assert "s3prl.downstream.ctc.corpus" not in sys.modules  # S3PRL's folder is the package
+    (ctc / "corpus" / "snips.py").write_text("")
+    monkeypatch.delitem(sys.modules, "s3prl.downstream.ctc.corpus.snips")
+    assert superb.missing_ctc_readers() == [] and superb._install_ctc_corpus() == []
+    assert "s3prl.downstream.ctc.corpus.snips" not in sys.modules
 
 
 def test_lexicon_rejects_unknown_phone(tmp_path):

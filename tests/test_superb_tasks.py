@@ -31,9 +31,17 @@ from superb_corpora import (
     make_voxceleb1,
     overrides,
     run_downstream,
+    s3prl_libriphone_corpus,
+    s3prl_snips_corpus,
 )
 
 pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(autouse=True)
+def own_cache(tmp_path, monkeypatch):
+    """S3PRL's SID/ASV corpus caches (redirected to our cache folder) inside tmp_path."""
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg-cache"))
 
 
 @pytest.fixture(scope="module")
@@ -43,8 +51,9 @@ def upstream(tmp_path_factory):
     return ["-u", "distill_student_local", "-k", str(ckpt)]
 
 
-def train(task_dir: str, downstream: str, expdir: Path, upstream, *extra: str, cwd) -> None:
-    config = RECIPES / task_dir / "config.yaml"
+def train(task_dir: str, downstream: str, expdir: Path, upstream, *extra: str, cwd,
+          config=None) -> None:
+    config = config or RECIPES / task_dir / "config.yaml"
     run_downstream(["-m", "train", *upstream, "-d", downstream, "-c", str(config), "-p",
                     str(expdir), "-o", overrides(*RUNNER_FAST, *extra)], cwd)
 
@@ -65,15 +74,25 @@ def submit(tmp_path, **expdirs) -> zipfile.ZipFile:
     return zipfile.ZipFile(out / "predict.zip")
 
 
+def _with_s3prl_corpus(task_dir: str, corpus: dict, path: Path) -> Path:
+    """The recipe's config with its ``corpus`` block in S3PRL's original schema (libriphone.yaml /
+    snips.yaml keys), so S3PRL's original configs are what this runs."""
+    import yaml
+
+    config = yaml.safe_load((RECIPES / task_dir / "config.yaml").read_text())
+    config["downstream_expert"]["corpus"] = corpus
+    path.write_text(yaml.safe_dump(config))
+    return path
+
+
 def test_pr(tmp_path, upstream):
     corpus = make_librispeech(tmp_path / "LibriSpeech")
     prep = prepare.prepare_pr(corpus["root"], [str(corpus["lexicon"])], tmp_path / "prep")
     exp = tmp_path / "exp"
-    train("pr", "ctc", exp, upstream, f"config.downstream_expert.corpus.csv_dir={tmp_path / 'prep'}",
-          f"config.downstream_expert.corpus.lexicon=['{corpus['lexicon']}']",
-          f"config.downstream_expert.text.vocab_file={prep['vocab']}",
-          "config.downstream_expert.corpus.batch_size=2",
-          "config.downstream_expert.corpus.num_workers=0", cwd=tmp_path)
+    config = _with_s3prl_corpus("pr", s3prl_libriphone_corpus(corpus["root"], corpus["lexicon"],
+                                                              batch_size=2), tmp_path / "pr.yaml")
+    train("pr", "ctc", exp, upstream, f"config.downstream_expert.text.vocab_file={prep['vocab']}",
+          cwd=tmp_path, config=config)
     evaluate(best_dev_checkpoint(exp), "test", tmp_path)
     hyp = (exp / "test-hyp.ark").read_text().splitlines()
     assert len(hyp) == 4 and hyp[0].split()[0].startswith("102-202-")
@@ -85,16 +104,12 @@ def test_sf(tmp_path, upstream):
     corpus = make_snips(tmp_path)
     prep = prepare.prepare_sf(corpus["root"], tmp_path / "prep", SNIPS_VOICES)
     exp = tmp_path / "exp"
-    train("sf", "ctc", exp, upstream, f"config.downstream_expert.corpus.path={corpus['root']}",
-          f"config.downstream_expert.text.vocab_file={prep['vocab']}",
+    config = _with_s3prl_corpus("sf", s3prl_snips_corpus(corpus["root"], batch_size=2),
+                                tmp_path / "sf.yaml")
+    train("sf", "ctc", exp, upstream, f"config.downstream_expert.text.vocab_file={prep['vocab']}",
           f"config.downstream_expert.text.slots_file={corpus['slots']}",
-          "config.downstream_expert.corpus.train_speakers=['Ivy','Joanna']",
-          "config.downstream_expert.corpus.valid_speakers=['Aditi']",
-          "config.downstream_expert.corpus.test_speakers=['Brian']",
-          "config.downstream_expert.corpus.batch_size=2",
-          "config.downstream_expert.corpus.num_workers=0",
           "config.downstream_expert.model.project_dim=8",
-          "config.downstream_expert.model.RNNs.dim=[8,8]", cwd=tmp_path)
+          "config.downstream_expert.model.RNNs.dim=[8,8]", cwd=tmp_path, config=config)
     evaluate(best_dev_checkpoint(exp), "test", tmp_path)
     assert len((exp / "test-hyp.ark").read_text().splitlines()) == 3
     archive = submit(tmp_path, sf=exp)

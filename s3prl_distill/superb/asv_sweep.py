@@ -13,9 +13,7 @@ checkpoint's predictions (the file ``s3prl-distill submit`` packs).
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import logging
-import os
 import re
 import shutil
 import subprocess
@@ -48,8 +46,7 @@ def default_runner(args: Sequence[str], device: Optional[str] = None) -> subproc
         import torch
 
         device = "cuda" if torch.cuda.is_available() else "cpu"
-    module = ("s3prl_distill.run_downstream"
-              if importlib.util.find_spec("s3prl_distill.run_downstream") else "s3prl.run_downstream")
+    module = "s3prl_distill.run_downstream"  # S3PRL's runner with the plugin registered
     proc = subprocess.run([sys.executable, "-m", module, *args, "--device", device],
                           capture_output=True, text=True)
     if proc.returncode != 0:

@@ -2,7 +2,9 @@
 
 S3PRL's ``s3prl/downstream/ctc/data.py`` imports ``.corpus.libriphone.LibriPhoneDataset`` (PR,
 ``libriphone.yaml``) and ``.corpus.snips.SnipsDataset`` (SF, ``snips.yaml``).
-:func:`s3prl_distill.superb.install` registers this package as ``s3prl.downstream.ctc.corpus``.
+:func:`s3prl_distill.superb.install` registers this package as ``s3prl.downstream.ctc.corpus``
+(and each reader under its S3PRL name) only where the installed S3PRL lacks them: S3PRL's git
+checkout ships its own readers, which are then used. Signatures and config keys are S3PRL's.
 
 Both readers return what S3PRL's ``collect_audio_batch`` expects: ``dataset[i]`` is
 ``(audio_path, token_ids)`` for ``bucket_size == 1`` and a list of ``bucket_size`` such pairs

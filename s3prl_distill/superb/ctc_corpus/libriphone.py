@@ -1,26 +1,35 @@
 """PR (phoneme recognition) reader for S3PRL's ``ctc`` task: LibriSpeech words -> ARPAbet phones.
 
-Reads what ``python -m s3prl_distill.superb.prepare pr`` writes (``downstream_recipes/pr``):
+S3PRL's signature and config schema (``downstream/ctc/libriphone.yaml``, unchanged)::
 
-* ``<csv_dir>/<split>.csv`` with columns ``wav_path`` (absolute path of the audio file) and
-  ``transcription`` (upper-case words separated by spaces),
-* one or more lexicon files, lines ``WORD PH1 PH2 ...`` (tabs or spaces); the first entry of a word
-  wins, so the phone sequence of every word is deterministic,
-* the phone inventory through S3PRL's ``word`` tokenizer (``phoneme.txt``).
+    corpus:
+      name: libriphone
+      path: /data/LibriSpeech                # the LibriSpeech root
+      lexicon: [lexicon-1.txt, lexicon-2.txt]   # 'WORD PH1 PH2 ...' lines; the first entry wins
+      train: ['train-clean-100']             # split folders under `path`
+      dev: ['dev-clean']
+      test: ['test-clean']
+    text: {mode: word, vocab_file: phoneme.txt}   # the phone inventory (S3PRL's word tokenizer)
+
+Items are S3PRL's: every utterance of the splits (``<split>/<spk>/<chapter>/<id>.flac`` with its
+line in ``<spk>-<chapter>.trans.txt``), phone ids of its words, sorted by phone count (longest
+first unless ``ascending``). Differences from S3PRL's reader, none of which changes what it
+returns on the official corpus: utterances are listed in sorted order before the (stable) sort by
+length (S3PRL: the file system's order), transcripts are read once per chapter, and a missing
+word, phone or file is an error naming the file and line.
 """
 
 from __future__ import annotations
 
-import csv
 import logging
 import os
-from typing import Dict, List, Sequence
+from typing import Dict, List, Optional, Sequence, Union
 
 from s3prl_distill.superb.ctc_corpus import BucketedTextDataset
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["LibriPhoneDataset", "read_lexicon", "read_split_csv"]
+__all__ = ["LibriPhoneDataset", "read_lexicon"]
 
 
 def read_lexicon(paths: Sequence[str], phones: Dict[str, int]) -> Dict[str, List[str]]:
@@ -36,7 +45,10 @@ def read_lexicon(paths: Sequence[str], phones: Dict[str, int]) -> Dict[str, List
     alternatives = 0
     for path in paths:
         if not os.path.isfile(path):
-            raise FileNotFoundError(f"{path}: lexicon file not found (lines 'WORD PH1 PH2 ...')")
+            raise FileNotFoundError(
+                f"{path}: lexicon file not found (lines 'WORD PH1 PH2 ...'; S3PRL's are in its "
+                f"repository under downstream/ctc/lexicon/; relative paths are read from the "
+                f"working folder, {os.getcwd()})")
         with open(path, "r", encoding="utf-8") as handle:
             for number, line in enumerate(handle, 1):
                 fields = line.split()
@@ -60,40 +72,43 @@ def read_lexicon(paths: Sequence[str], phones: Dict[str, int]) -> Dict[str, List
     return lexicon
 
 
-def read_split_csv(path: str) -> List[Dict[str, str]]:
-    """Rows of a split CSV with at least the columns ``wav_path`` and ``transcription``."""
-    if not os.path.isfile(path):
-        raise FileNotFoundError(
-            f"{path}: split CSV not found (run: python -m s3prl_distill.superb.prepare pr ...)"
-        )
-    with open(path, "r", encoding="utf-8", newline="") as handle:
-        reader = csv.DictReader(handle)
-        missing = {"wav_path", "transcription"} - set(reader.fieldnames or [])
-        if missing:
-            raise ValueError(f"{path}: missing column(s) {sorted(missing)}; has {reader.fieldnames}")
-        return list(reader)
-
-
 class LibriPhoneDataset(BucketedTextDataset):
-    """S3PRL's ``LibriPhoneDataset`` interface: ``(split_csv, tokenizer, bucket_size, lexicon,
-    csv_dir, ascending=False, **kwargs)``; items are ``(wav_path, phone_ids)``."""
+    """S3PRL's ``LibriPhoneDataset(split, tokenizer, bucket_size, path, lexicon, ascending=False,
+    **kwargs)``: ``split`` lists LibriSpeech split folders under ``path``; items are
+    ``(flac path, phone ids)``."""
 
-    def __init__(self, split_csv: str, tokenizer, bucket_size: int, lexicon: Sequence[str],
-                 csv_dir: str, ascending: bool = False, **kwargs):
-        phones = dict(tokenizer._vocab2idx)
-        word2phones = read_lexicon(lexicon, phones)
-        path = os.path.join(csv_dir, split_csv)
+    def __init__(self, split: Union[str, Sequence[str]], tokenizer, bucket_size: int,
+                 path: Optional[str] = None, lexicon: Sequence[str] = (), ascending: bool = False,
+                 **kwargs):
+        from s3prl_distill.superb.prepare.common import PrepareError
+        from s3prl_distill.superb.prepare.librispeech import librispeech_transcripts
+
+        schema = ("the PR reader takes S3PRL's libriphone.yaml schema: corpus.path = the "
+                  "LibriSpeech root, corpus.train/dev/test = split folder lists (e.g. "
+                  "['train-clean-100']), corpus.lexicon = lexicon files")
+        if path is None:
+            raise ValueError(f"downstream_expert.corpus.path is missing: {schema}"
+                             + ("; corpus.csv_dir (split CSVs) is no longer read"
+                                if "csv_dir" in kwargs else ""))
+        if "csv_dir" in kwargs:
+            logger.warning("downstream_expert.corpus.csv_dir is ignored: %s", schema)
+        if not lexicon:
+            raise ValueError(f"downstream_expert.corpus.lexicon is missing or empty: {schema}")
+        splits = [split] if isinstance(split, str) else list(split)
+        word2phones = read_lexicon(lexicon, dict(tokenizer._vocab2idx))
         items = []
-        for row_number, row in enumerate(read_split_csv(path), 2):
-            pron: List[str] = []
-            for word in row["transcription"].split():
-                if word not in word2phones:
-                    raise ValueError(
-                        f"{path}:{row_number}: word {word!r} is in no lexicon file {list(lexicon)}"
-                    )
-                pron.extend(word2phones[word])
-            items.append((row["wav_path"], tokenizer.encode(" ".join(pron))))
-        if not items:
-            raise ValueError(f"{path}: no utterances")
-        logger.info("%s: %d utterances", path, len(items))
+        for name in splits:
+            try:
+                utterances = librispeech_transcripts(path, name)
+            except PrepareError as err:
+                raise ValueError(f"corpus {name!r}: {err}") from None
+            for audio, uid, text in utterances:
+                pron: List[str] = []
+                for word in text.split():
+                    if word not in word2phones:
+                        raise ValueError(f"{audio.parent}: word {word!r} of {uid} is in no lexicon "
+                                         f"file {list(lexicon)}")
+                    pron.extend(word2phones[word])
+                items.append((str(audio), tokenizer.encode(" ".join(pron))))
+            logger.info("%s: %d utterances", os.path.join(path, name), len(utterances))
         super().__init__(items, bucket_size, ascending)

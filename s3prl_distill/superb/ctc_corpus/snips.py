@@ -1,7 +1,8 @@
 """SF (slot filling) reader for S3PRL's ``ctc`` task: the preprocessed Audio SNIPS corpus.
 
-Layout (what SUPERB's preprocessed Audio SNIPS unpacks to, checked by
-``python -m s3prl_distill.superb.prepare sf``)::
+S3PRL's signature and config schema (``downstream/ctc/snips.yaml``, unchanged: ``corpus.path``,
+``train/dev/test`` split folder lists, ``<split>_speakers`` voice lists). Layout (what SUPERB's
+preprocessed Audio SNIPS unpacks to, checked by ``s3prl-distill prepare sf``)::
 
     <path>/train/<Speaker>-snips-train-<n>.wav   (also valid/, test/)
     <path>/all.iob.snips.txt   '<uid> BOS w1 .. wn EOS<TAB>O s1 .. sn <intent>'  (slot mode)
@@ -17,7 +18,7 @@ from __future__ import annotations
 import logging
 import os
 from pathlib import Path
-from typing import Dict, List, Sequence, Union
+from typing import Dict, Sequence, Union
 
 from s3prl_distill.superb.ctc_corpus import BucketedTextDataset
 
@@ -27,19 +28,16 @@ __all__ = ["SnipsDataset", "read_transcripts"]
 
 
 def read_transcripts(path: str) -> Dict[str, str]:
-    """``{utterance_id: rest of the line}`` from a SNIPS transcript file."""
+    """``{utterance_id: rest of the line}`` from a SNIPS transcript file (lines stripped, as S3PRL)."""
     if not os.path.isfile(path):
         raise FileNotFoundError(f"{path}: SNIPS transcript file not found")
     table: Dict[str, str] = {}
     with open(path, "r", encoding="utf-8") as handle:
-        for number, line in enumerate(handle, 1):
-            line = line.rstrip("\r\n")
-            if not line.strip():
-                continue
-            uid, _, rest = line.partition(" ")
-            if not rest:
-                raise ValueError(f"{path}:{number}: expected '<utterance id> <text>', got {line!r}")
-            table[uid] = rest
+        for line in handle:
+            line = line.strip()
+            if line:
+                uid, _, rest = line.partition(" ")
+                table[uid] = rest
     return table
 
 

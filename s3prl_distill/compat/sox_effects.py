@@ -1,8 +1,10 @@
 """``torchaudio.sox_effects`` without libsox: the effects S3PRL 0.4.18's datasets pass, in PyTorch.
 
 torchaudio >= 2.9 removed ``sox_effects``; S3PRL still calls ``apply_effects_file`` /
-``apply_effects_tensor`` in its downstream datasets. :mod:`s3prl_distill.compat` installs this
-module as ``torchaudio.sox_effects`` when torchaudio lacks it.
+``apply_effects_tensor`` in its downstream datasets. :func:`patch` (run by
+:func:`s3prl_distill.compat.apply`) installs this module as ``torchaudio.sox_effects`` when
+torchaudio lacks it. Files are read by :func:`s3prl_distill.audio.read_samples` (the package's one
+audio reader), channels kept.
 
 Supported effects (every effect string S3PRL's sources pass; arguments as in SoX):
 
@@ -32,10 +34,12 @@ Tensors: ``apply_effects_tensor(tensor [C, S] (channels_first) or [S, C], sample
 
 from __future__ import annotations
 
+import importlib
 import logging
 import math
 import os
 import re
+import sys
 from typing import Callable, Dict, List, Sequence, Tuple
 
 import torch
@@ -272,7 +276,9 @@ def vad_kwargs(args: Sequence[str]) -> Dict[str, float]:
 
 
 def _vad(wav: Tensor, sr: int, args: List[str]) -> Tuple[Tensor, int]:
-    import s3prl_distill  # noqa: F401  (torchaudio importable)
+    from s3prl_distill.compat.torchaudio_extension import ensure_torchaudio
+
+    ensure_torchaudio()
     import torchaudio.functional as taf
 
     return taf.vad(wav, sr, **vad_kwargs(args)), sr
@@ -321,18 +327,44 @@ def apply_effects_tensor(tensor: Tensor, sample_rate: int, effects: Sequence[Seq
 
 def apply_effects_file(path, effects: Sequence[Sequence[str]], normalize: bool = True,
                        channels_first: bool = True, format=None) -> Tuple[Tensor, int]:
-    """Read ``path`` through soundfile and apply a SoX effect chain.
+    """Read ``path`` (:func:`s3prl_distill.audio.read_samples`) and apply a SoX effect chain.
+
+    ``format`` is accepted for torchaudio's signature; soundfile detects the format itself.
 
     Returns:
         (Tensor [C', S'] (or [S', C']), sample rate). float32 in [-1, 1] when ``normalize``; else
         int32 on SoX's internal scale (sample * 2^31), as torchaudio did.
-    """
-    from s3prl_distill.compat import ta_load
 
-    wav, sr = ta_load(os.fspath(path) if isinstance(path, os.PathLike) else path,
-                      format=format)
-    out, sr = _run_chain(wav, sr, effects)
+    Raises:
+        RuntimeError: the file is missing or unreadable (torchaudio's error type; names the file).
+    """
+    from s3prl_distill.audio import AudioError, read_samples
+
+    try:
+        samples, sr = read_samples(os.fspath(path) if isinstance(path, os.PathLike) else path)
+    except AudioError as err:
+        raise RuntimeError(str(err)) from err
+    out, sr = _run_chain(samples.t().contiguous(), sr, effects)  # [C, S]
     out = out.float().contiguous()
     if not normalize:
         out = (out.double() * 2**31).clamp(-2**31, 2**31 - 1).to(torch.int32)
     return (out if channels_first else out.t().contiguous()), int(sr)
+
+
+def patch(torchaudio_module) -> List[str]:
+    """Install this module as ``<torchaudio>.sox_effects`` if torchaudio has none that imports.
+
+    Idempotent. Returns ``["torchaudio.sox_effects"]`` if this call installed it, else ``[]``.
+    """
+    if hasattr(torchaudio_module, "sox_effects"):
+        return []
+    name = torchaudio_module.__name__ + ".sox_effects"
+    try:
+        importlib.import_module(name)
+        return []
+    except Exception:  # ImportError, or OSError/RuntimeError of a missing libsox
+        pass
+    ours = sys.modules[__name__]
+    sys.modules[name] = ours
+    torchaudio_module.sox_effects = ours
+    return ["torchaudio.sox_effects"]
