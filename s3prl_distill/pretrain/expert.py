@@ -24,7 +24,6 @@ from typing import Any, Dict, Mapping, MutableMapping, Optional, Tuple, Union
 
 import torch
 from torch import nn
-from torch.utils.data import DataLoader
 
 from s3prl_distill.checkpoint import CheckpointError, student_checkpoint
 from s3prl_distill.config import ConfigError, from_dict, load_yaml
@@ -34,7 +33,43 @@ from s3prl_distill.pretrain.config import DataConfig
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["UpstreamPretrainExpert", "read_model_config"]
+__all__ = ["UpstreamPretrainExpert", "read_model_config", "EpochLoader"]
+
+
+class _Batches:
+    """What S3PRL's runner reads as ``len(dataloader.dataset)``: the batches of one epoch (its own
+    distiller dataset holds one bucket per item)."""
+
+    def __init__(self, count: int):
+        self.count = int(count)
+
+    def __len__(self) -> int:
+        return self.count
+
+
+class EpochLoader:
+    """The run's loader for S3PRL's runner, which iterates it once per epoch without telling it
+    the epoch: each new pass starts the next epoch (new batch order, crops and epoch-seeded loss
+    randomness, as S3PRL's own distiller reshuffles every epoch).
+
+    Attributes:
+        dataset: sized as the batches of an epoch (S3PRL's ``len(dataloader.dataset)``).
+        epoch: the epoch the next pass yields.
+    """
+
+    def __init__(self, run):
+        self.run = run
+        self.epoch = 0
+        self.dataset = _Batches(len(run.sampler))
+
+    def __len__(self) -> int:
+        return len(self.run.sampler)
+
+    def __iter__(self):
+        self.run.sampler.start(self.epoch)
+        self.run.task.set_epoch(self.epoch)
+        self.epoch += 1
+        return iter(self.run.loader)
 
 
 def read_model_config(upstream_config: Union[str, os.PathLike, Mapping[str, Any]]
@@ -75,6 +110,7 @@ class UpstreamPretrainExpert(nn.Module):
         self.upstream_config, config, where = read_model_config(upstream_config)
         self.run = build_run(config, data, device=self.device, seed=seed, where=where)
         self.model = self.run.student
+        self._loader = EpochLoader(self.run)
         self._task_module: nn.Module = self.run.task
         if self.multi_gpu and torch.cuda.device_count() > 1:
             self._task_module = nn.DataParallel(self.run.task)
@@ -89,8 +125,8 @@ class UpstreamPretrainExpert(nn.Module):
         return self.run.teacher
 
     # -- S3PRL interface ----------------------------------------------------------------------
-    def get_train_dataloader(self) -> DataLoader:
-        return self.run.loader
+    def get_train_dataloader(self) -> EpochLoader:
+        return self._loader
 
     def load_model(self, init_ckpt: Mapping[str, Any]) -> None:
         """Load the student of a checkpoint S3PRL's runner resumes from (``state_dict`` key)."""
@@ -101,8 +137,9 @@ class UpstreamPretrainExpert(nn.Module):
 
     def add_state_to_save(self, all_states: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
         """Add the student checkpoint keys (and S3PRL's ``Upstream_Config``) to ``all_states``."""
-        step = all_states.get("Step", all_states.get("step", 0))
-        all_states.update(student_checkpoint(self.model, self.teacher.describe(), {"step": int(step)}))
+        # S3PRL's runner saves ``Step`` before it counts the update just made
+        step = int(all_states["Step"]) + 1 if "Step" in all_states else int(all_states.get("step", 0))
+        all_states.update(student_checkpoint(self.model, self.teacher.describe(), {"step": step}))
         all_states["Upstream_Config"] = self.upstream_config
         all_states["model_config"] = self.upstream_config
         return all_states
