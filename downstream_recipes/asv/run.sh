@@ -5,8 +5,8 @@
 #   VOXCELEB1=/data/VoxCeleb1 TRIALS=/data/veri_test2.txt \
 #   UPSTREAM=distilhubert_local UPSTREAM_CKPT=/ckpt/x.ckpt bash downstream_recipes/asv/run.sh
 #
-# Preparation clears S3PRL's cached training-length index (s3prl/downstream/sv_voxceleb1/
-# .wav_lengths), which S3PRL reuses across corpora; run one ASV training per corpus at a time.
+# S3PRL's training-length cache is kept per corpus under $XDG_CACHE_HOME/s3prl_distill/superb/
+# (s3prl_distill.superb.s3prl_caches), never inside S3PRL's package.
 # Predictions: $EXP_ROOT/<name>/test_predict.txt of the best checkpoint (submit --asv).
 source "$(dirname "$0")/../common.sh"
 need_dir VOXCELEB1

@@ -17,6 +17,6 @@ read -r -a lexicons <<< "$LEXICON"
 "$PYTHON" -m s3prl_distill.superb.prepare pr --librispeech "$LIBRISPEECH" --lexicon "${lexicons[@]}" --out "$PREP"
 lex_list="[$(printf "'%s'," "${lexicons[@]}" | sed 's/,$//')]"
 train_then_test "$EXP" ctc "$RECIPES/pr/config.yaml" "$(join_overrides \
-  "config.downstream_expert.corpus.csv_dir=$PREP" \
+  "config.downstream_expert.corpus.path=$LIBRISPEECH" \
   "config.downstream_expert.corpus.lexicon=$lex_list" \
   "config.downstream_expert.text.vocab_file=$PREP/phoneme.txt")" test

@@ -18,7 +18,8 @@ SID           ``VoxCeleb1/dev/wav/id1xxxx/<video>/<nnnnn>.wav``, ``VoxCeleb1/ide
 PR / ASR      ``LibriSpeech/{train-clean-100,dev-clean,test-clean}/<spk>/<chap>/<spk>-<chap>-
               <utt>.flac`` + ``<spk>-<chap>.trans.txt`` (upper case), lexicon
               ``librispeech-lexicon.txt`` (``WORD<TAB>PH PH``, SUPERB phoneme.txt tokens);
-              ``python -m s3prl_distill.superb.prepare`` makes PR's split CSVs from them.
+              S3PRL's PR reader reads them directly (``python -m s3prl_distill.superb.prepare``
+              checks every transcript word against the lexicon and writes ``phoneme.txt``).
 ============  =====================================================================================
 """
 
