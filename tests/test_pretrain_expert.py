@@ -39,3 +39,16 @@ def test_checkpoint_step_counts_the_update_s3prl_just_made(tmp_path):
     assert states["training"]["step"] == 4 and states["Step"] == 3
     assert states["Upstream_Config"] == states["model_config"]
     expert.load_model(states)
+
+
+def test_a_resumed_s3prl_run_continues_the_data_where_it_stopped(tmp_path):
+    """S3PRL's runner restarts its loader on resume; ours continues after the batches consumed
+    by the checkpoint's updates (Step + 1 updates x gradient accumulation)."""
+    expert = _expert(tmp_path)
+    loader = expert.get_train_dataloader()
+    uninterrupted = [tuple(b["ids"]) for _ in range(3) for b in loader]
+    resumed = _expert(tmp_path)
+    states = resumed.add_state_to_save({"Step": 2, "Config": {"runner": {"gradient_accumulate_steps": 2}}})
+    resumed.load_model(states)  # 3 updates x 2 batches = 6 batches done: epoch 1, batch 2
+    rest = [tuple(b["ids"]) for _ in range(2) for b in resumed.get_train_dataloader()]
+    assert rest[:6] == uninterrupted[6:12]

@@ -122,7 +122,15 @@ def assert_same_weights(a: Path, b: Path):
 
 
 def _steps(expdir: Path):
-    return sorted(int(p.stem.split("-")[1]) for p in expdir.glob("states-*.ckpt"))
+    """Steps of S3PRL's checkpoints; its last one is ``states-epoch-<n>.ckpt`` when the run covers
+    at least one epoch (S3PRL's runner names it so), here one update per epoch: step = n."""
+    return sorted(int(p.stem.split("-")[-1]) for p in expdir.glob("states-*.ckpt"))
+
+
+def _ckpt(expdir: Path, step: int) -> Path:
+    """S3PRL's checkpoint of ``step`` (the last one is named by its epoch)."""
+    path = expdir / f"states-{step}.ckpt"
+    return path if path.exists() else expdir / f"states-epoch-{step}.ckpt"
 
 
 def _snapshot(folder: Path):
@@ -158,7 +166,7 @@ def test_train_from_s3prl_checkout_runs_our_distiller(setup):
     assert {"config_model.yaml", "config_runner.yaml"} <= set(names)
     assert any(n.startswith("events.out.tfevents.") for n in names)
     assert _steps(full) == list(range(1, STEPS + 1))
-    ckpt = _load(full / f"states-{STEPS}.ckpt")
+    ckpt = _load(_ckpt(full, STEPS))
     assert {"Optimizer", "Step", "Args", "Config", "Upstream_Config", "state_dict", "config",
             "teacher", "training", "format", "version"} <= set(ckpt)
     assert ckpt["Step"] == STEPS - 1  # S3PRL saves its progress bar before counting the update
@@ -172,7 +180,7 @@ def test_train_from_s3prl_checkout_runs_our_distiller(setup):
                                                      ckpt["state_dict"].values()))
     from s3prl_distill.upstream.hubconf import distill_student_local
 
-    upstream = distill_student_local(ckpt=str(full / f"states-{STEPS}.ckpt")).eval()
+    upstream = distill_student_local(ckpt=str(_ckpt(full, STEPS))).eval()
     with torch.no_grad():
         states = upstream([torch.zeros(16000)])["hidden_states"]
     assert len(states) >= 2 and states[0].shape[0] == 1
@@ -186,8 +194,7 @@ def test_resume_with_past_exp_continues_exactly(setup):
     assert "Loading upstream weights from the previous experiment" in log
     assert "Loading optimizer weights from the previous experiment" in log
     for step in range(start, STEPS):  # S3PRL repeats update `start` (see the module docstring)
-        assert_same_weights(setup["full"] / f"states-{step}.ckpt",
-                            setup["reference"] / f"states-{step + 1}.ckpt")
+        assert_same_weights(_ckpt(setup["full"], step), _ckpt(setup["reference"], step + 1))
 
 
 def test_kill_then_auto_resume_continues_exactly(setup):
@@ -215,14 +222,13 @@ def test_kill_then_auto_resume_continues_exactly(setup):
     # S3PRL's runner saves with a plain torch.save: a kill during a save leaves a truncated newest
     # file, which S3PRL's -a would pick. Drop it as a user would (documented in PRETRAINING.md).
     try:
-        _load(expdir / f"states-{steps[-1]}.ckpt")
+        _load(_ckpt(expdir, steps[-1]))
     except Exception:
-        (expdir / f"states-{steps[-1]}.ckpt").unlink()
+        _ckpt(expdir, steps[-1]).unlink()
         steps = steps[:-1]
     newest = steps[-1]
     log = run_pretrain(s3prl_dir, *args, "-a")
     assert f"Resume from {Path('result/pretrain/killed') / f'states-{newest}.ckpt'}" in log
     assert _steps(expdir)[-1] == STEPS
     for step in range(newest, STEPS):
-        assert_same_weights(expdir / f"states-{step}.ckpt",
-                            setup["reference"] / f"states-{step + 1}.ckpt")
+        assert_same_weights(_ckpt(expdir, step), _ckpt(setup["reference"], step + 1))

@@ -52,6 +52,9 @@ class EpochLoader:
     the epoch: each new pass starts the next epoch (new batch order, crops and epoch-seeded loss
     randomness, as S3PRL's own distiller reshuffles every epoch).
 
+    A resumed run continues the data where the checkpoint left it (:meth:`resume_at`), which
+    S3PRL's own distiller does not (its runner restarts its loader).
+
     Attributes:
         dataset: sized as the batches of an epoch (S3PRL's ``len(dataloader.dataset)``).
         epoch: the epoch the next pass yields.
@@ -60,15 +63,21 @@ class EpochLoader:
     def __init__(self, run):
         self.run = run
         self.epoch = 0
+        self._skip = 0
         self.dataset = _Batches(len(run.sampler))
 
     def __len__(self) -> int:
         return len(self.run.sampler)
 
+    def resume_at(self, batches_done: int) -> None:
+        """Continue after ``batches_done`` batches of the run (all epochs together)."""
+        self.epoch, self._skip = divmod(int(batches_done), len(self.run.sampler))
+
     def __iter__(self):
-        self.run.sampler.start(self.epoch)
+        self.run.sampler.start(self.epoch, self._skip)
         self.run.task.set_epoch(self.epoch)
         self.epoch += 1
+        self._skip = 0
         return iter(self.run.loader)
 
 
@@ -129,11 +138,16 @@ class UpstreamPretrainExpert(nn.Module):
         return self._loader
 
     def load_model(self, init_ckpt: Mapping[str, Any]) -> None:
-        """Load the student of a checkpoint S3PRL's runner resumes from (``state_dict`` key)."""
+        """Load the student of a checkpoint S3PRL's runner resumes from (``state_dict`` key) and
+        continue the data after the batches it had consumed."""
         if "state_dict" not in init_ckpt:
             raise CheckpointError("the checkpoint has no 'state_dict' (expected one written by "
                                   f"this expert; keys: {sorted(init_ckpt)[:10]})")
         self.model.load_state_dict(init_ckpt["state_dict"], strict=True)
+        if "Step" in init_ckpt:  # S3PRL's: updates done - 1
+            runner = (init_ckpt.get("Config") or {}).get("runner") or {}
+            accum = int(runner.get("gradient_accumulate_steps", 1) or 1)
+            self._loader.resume_at((int(init_ckpt["Step"]) + 1) * accum)
 
     def add_state_to_save(self, all_states: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
         """Add the student checkpoint keys (and S3PRL's ``Upstream_Config``) to ``all_states``."""
