@@ -68,11 +68,11 @@ def run_command(func: Callable[[], int], name: str, debug: bool = False) -> int:
     try:
         return int(func() or 0)
     except KeyboardInterrupt:
-        print(f"{name}: interrupted", file=sys.stderr)
+        sys.stderr.write(f"{name}: interrupted\n")
         return 130
     except Exception as err:  # noqa: BLE001 - sorted into user errors and bugs below
         message = user_message(err)
         if message is None or debug_requested(debug):
             raise
-        print(f"{name}: error: {message}", file=sys.stderr)
+        sys.stderr.write(f"{name}: error: {message}\n")
         return 2

@@ -6,7 +6,7 @@ S3PRL 0.4.18's ``s3prl/pretrain/distiller/config_model.yaml`` (read by its
     distiller:   # DistillerConfig (s3prl/upstream/distiller/model.py): the student and its loss
       extractor_conv_feature_layers: '[(512,10,5)] + [(512,3,2)] * 4 + [(512,2,2)] * 2'
       ...
-    teacher: {model: hubert_base, n_layers: 12}   # torch.hub.load("s3prl/s3prl", model)
+    teacher: {model: hubert_base, n_layers: 12}   # S3PRL loads it from its torch hub (a download)
     task: {sequence_length: 250000}               # training crop in samples (0: whole utterances)
     audio: {target_level: None}                   # stored by the dataset, never used
 
@@ -358,8 +358,8 @@ def _teacher(section: Dict[str, Any], where: str):
         return from_dict(TeacherConfig, data, where=f"{where}: teacher")
     except ConfigError as err:
         raise ConfigError(
-            f"{err} (teacher.model '{name}' is S3PRL's hub teacher, which S3PRL downloads with "
-            f"torch.hub.load('s3prl/s3prl', '{name}'); to use a local copy add teacher.local: "
+            f"{err} (teacher.model '{name}' is S3PRL's hub teacher, which S3PRL downloads from its "
+            f"torch hub 's3prl/s3prl'; to use a local copy add teacher.local: "
             "{source: fairseq, path: /path/to/hubert_base_ls960.pt})") from None
 
 
