@@ -93,8 +93,12 @@ def test_heads_in_the_hidden_states_are_exported(tmp_path):
     assert info.max_abs_diff < 1e-4
 
 
-def test_bad_output_name_is_one_clear_error(tmp_path):
+def test_bad_or_taken_output_name_is_one_clear_error(tmp_path):
     from s3prl_distill.export import ExportError
 
     with pytest.raises(ExportError, match="must end in .onnx"):
         export_onnx(tiny_student("distilhubert.yaml"), str(tmp_path / "s.bin"))
+    (tmp_path / "s.json").write_text("mine")
+    with pytest.raises(ExportError, match="exists; choose a new -o"):
+        export_onnx(tiny_student("distilhubert.yaml"), str(tmp_path / "s.onnx"))
+    assert (tmp_path / "s.json").read_text() == "mine" and not (tmp_path / "s.onnx").exists()

@@ -191,6 +191,10 @@ def export_onnx(student: nn.Module, output: str, int8: bool = True,
     output = os.fspath(output)
     if not output.endswith(".onnx"):
         raise ExportError(f"{output}: an ONNX file name must end in .onnx")
+    stem = output[: -len(".onnx")]
+    taken = [p for p in (output, stem + ".int8.onnx", stem + ".json") if os.path.exists(p)]
+    if taken:
+        raise ExportError(f"{taken[0]}: exists; choose a new -o (an export never overwrites a file)")
     os.makedirs(os.path.dirname(os.path.abspath(output)), exist_ok=True)
     student = copy.deepcopy(student).float().eval()
     graph = StudentGraph(student).eval()
