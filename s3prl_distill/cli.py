@@ -24,6 +24,7 @@ COMMANDS = {
     "profile": "s3prl_distill.commands.profile",
     "submit": "s3prl_distill.commands.submit",
     "export": "s3prl_distill.commands.export",
+    "validate-superb": "s3prl_distill.commands.validate_superb",
     "register": "s3prl_distill.commands.register",
     "convert": "s3prl_distill.commands.convert",
     "prepare": "s3prl_distill.commands.prepare",

@@ -30,6 +30,18 @@ real FFT of ``n`` points       ``n * log2(n)`` per transform (rfft and irfft; th
 
 A product of complex operands counts 4 MACs per complex multiply-accumulate (4 real ones).
 
+Conventions (``MacCounter(module, convention=...)``):
+
+* ``"products"`` (default): the table above.
+* ``"superb"``: the SUPERB leaderboard's count (``s3prl-distill profile``), which its published rows
+  pin down exactly (see :data:`SUPERB_REFERENCE` and ``docs/EXPORT.md``): matrix products and
+  convolutions as above (a convolution on the frames it actually outputs, so an even-kernel
+  positional conv's dropped extra frame counts), no FFTs (a model is charged for its convolution,
+  not for a faster way to compute it: profile the plain path), plus **1 MAC per element of a
+  feed-forward activation** (an activation applied to a linear layer's output: GELU/ReLU/SiLU of
+  the FFN; the CNN's activations are free) and **4 MACs per attention-probability element**
+  (``B * H * L * S`` per attention).
+
 Example:
     >>> import torch
     >>> layer = torch.nn.Linear(4, 3)
@@ -51,7 +63,24 @@ from torch.utils._python_dispatch import TorchDispatchMode
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["MacCount", "MacCounter", "count_macs", "count_macs_fn", "format_macs"]
+__all__ = ["MacCount", "MacCounter", "count_macs", "count_macs_fn", "format_macs", "CONVENTIONS",
+           "SUPERB_REFERENCE"]
+
+#: counting conventions of :class:`MacCounter`
+CONVENTIONS = ("products", "superb")
+
+#: The SUPERB leaderboard's published rows these conventions are checked against (the
+#: leaderboard's paper rows; MACs summed over the 32 profiling inputs, and per bucket of 8).
+#: The profiling code itself is not published; ``superb`` reproduces these numbers exactly.
+SUPERB_REFERENCE = {
+    "HuBERT Base": {"params": 94_697_600, "macs": 1_669_156_022_848,
+                    "buckets": (149_255_103_040, 261_280_279_552, 422_366_359_296, 836_254_280_960)},
+    "wav2vec 2.0 Base": {"params": 95_044_608, "macs": 1_669_156_022_848,
+                         "buckets": (149_255_103_040, 261_280_279_552, 422_366_359_296,
+                                     836_254_280_960)},
+    "FBANK": {"params": 0, "macs": 479_126_160,
+              "buckets": (44_770_560, 77_600_880, 123_311_280, 233_443_440)},
+}
 
 aten = torch.ops.aten
 
@@ -153,6 +182,35 @@ def _complex_factor(args) -> int:
 
 
 _FFT_OPS = ("_fft_r2c", "_fft_c2r", "_fft_c2c")
+_SDPA_OPS = ("_scaled_dot_product_flash_attention_for_cpu", "_scaled_dot_product_flash_attention",
+             "_scaled_dot_product_efficient_attention", "_scaled_dot_product_cudnn_attention")
+#: products whose output an FFN activation reads (``superb``)
+_LINEAR_OPS = ("mm", "addmm", "bmm", "baddbmm")
+#: ops that only re-view their input (they do not break "an activation reads a product's output")
+_VIEW_OPS = frozenset(("view", "_unsafe_view", "reshape", "transpose", "t", "permute", "expand",
+                       "alias", "detach", "as_strided", "slice", "select", "unsqueeze", "squeeze",
+                       "split", "unbind", "chunk", "lift_fresh", "clone", "contiguous", "to",
+                       "_to_copy", "type_as"))
+#: activation functions charged 1 MAC per element when they read a linear layer's output (``superb``)
+_ACTIVATION_OPS = ("gelu", "gelu_", "relu", "relu_", "silu", "silu_")
+#: attention probabilities: 4 MACs per element (``superb``)
+SUPERB_PER_ATTENTION_PROB = 4
+
+
+def _is_composite(func) -> bool:
+    """Whether ``func`` reaches a dispatch mode whole and is counted through its decomposition."""
+    return torch._C._dispatch_has_kernel_for_dispatch_key(func.name(), "CompositeImplicitAutograd")
+
+
+def _attention_probs(func_name: str, args, out) -> int:
+    """``B * H * L * S`` of an attention op (SDPA) or of an explicit softmax's output, else 0."""
+    if func_name in _SDPA_OPS:
+        q, k = args[0], args[1]
+        return math.prod(_shape(q)[:-1]) * _shape(k)[-2]
+    if func_name in ("_softmax", "softmax"):
+        result = out[0] if isinstance(out, (tuple, list)) else out
+        return result.numel()
+    return 0
 
 
 def _ops() -> Dict[Any, Callable[[Any, Any], int]]:
@@ -238,8 +296,13 @@ class MacCounter(TorchDispatchMode):
         counter.result().total
     """
 
-    def __init__(self, module: Optional[nn.Module] = None):
+    def __init__(self, module: Optional[nn.Module] = None, convention: str = "products"):
         super().__init__()
+        if convention not in CONVENTIONS:
+            raise ValueError(f"unknown MAC convention {convention!r}; expected one of {CONVENTIONS}")
+        self.convention = convention
+        # superb: numel of the last product's output while no other computing op has run since
+        self._product_numel: Optional[int] = None
         self._table = _op_table()
         self._total = 0
         self._by_op: Dict[str, int] = defaultdict(int)
@@ -283,8 +346,27 @@ class MacCounter(TorchDispatchMode):
 
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
+        name = func.overloadpacket.__name__
+        superb = self.convention == "superb"
         rule = self._table.get(func.overloadpacket)
-        if rule is None:
+        if superb and name in _FFT_OPS:
+            rule = None
+        elif superb and name in _ACTIVATION_OPS + ("_softmax",):
+            out = func(*args, **kwargs)
+            macs = 0
+            if name in _ACTIVATION_OPS:
+                x = args[0]
+                if isinstance(x, torch.Tensor) and x.numel() == self._product_numel:
+                    macs = x.numel()
+            else:
+                macs = SUPERB_PER_ATTENTION_PROB * _attention_probs(name, args, out)
+            self._product_numel = None
+            self._add(name, macs)
+            return out
+        if (superb and func.namespace == "aten" and name not in _VIEW_OPS
+                and not (rule is None and _is_composite(func))):
+            self._product_numel = None  # any other computing op in between
+        if rule is None and func.namespace == "aten" and not (superb and name in _FFT_OPS):
             # Composite ops (linear, matmul, einsum, SDPA, conv1d, ... reach a dispatch mode whole
             # under inference mode): count the ops they decompose into, with this mode active.
             with self:
@@ -294,19 +376,29 @@ class MacCounter(TorchDispatchMode):
         out = func(*args, **kwargs)
         if rule is not None:
             macs = int(rule(args, out))
-            if func.overloadpacket.__name__ not in _FFT_OPS:
+            if name not in _FFT_OPS:
                 macs *= _complex_factor(args)
-            self._total += macs
-            self._by_op[func.overloadpacket.__name__] += macs
-            if self._module is not None:
-                self._by_module[self._stack[-1] if self._stack else "<none>"] += macs
+            if superb:
+                macs += SUPERB_PER_ATTENTION_PROB * _attention_probs(name, args, out)
+                if name in _LINEAR_OPS:
+                    result = out[0] if isinstance(out, (tuple, list)) else out
+                    self._product_numel = result.numel()
+            self._add(name, macs)
         return out
+
+    def _add(self, name: str, macs: int) -> None:
+        if not macs:
+            return
+        self._total += macs
+        self._by_op[name] += macs
+        if self._module is not None:
+            self._by_module[self._stack[-1] if self._stack else "<none>"] += macs
 
     def result(self) -> MacCount:
         return MacCount(self._total, dict(self._by_op), dict(self._by_module))
 
 
-def count_macs(module: nn.Module, *args: Any, **kwargs: Any) -> MacCount:
+def count_macs(module: nn.Module, *args: Any, convention: str = "products", **kwargs: Any) -> MacCount:
     """MACs of ``module(*args, **kwargs)``, run once under ``torch.inference_mode``.
 
     Args:
@@ -316,14 +408,14 @@ def count_macs(module: nn.Module, *args: Any, **kwargs: Any) -> MacCount:
     Returns:
         :class:`MacCount` with the total, per-op and per-module breakdowns.
     """
-    with torch.inference_mode(), MacCounter(module) as counter:
+    with torch.inference_mode(), MacCounter(module, convention) as counter:
         module(*args, **kwargs)
     return counter.result()
 
 
-def count_macs_fn(fn: Callable[[], Any]) -> MacCount:
+def count_macs_fn(fn: Callable[[], Any], convention: str = "products") -> MacCount:
     """MACs of calling ``fn()`` (no module attribution), under ``torch.inference_mode``."""
-    with torch.inference_mode(), MacCounter(None) as counter:
+    with torch.inference_mode(), MacCounter(None, convention) as counter:
         fn()
     return counter.result()
 

@@ -174,3 +174,20 @@ def test_nofast_variant_turns_every_fast_path_off_and_keeps_outputs():
     for x, y in zip(a.hidden_states, b.hidden_states):
         n = int(a.lengths[1])
         assert torch.allclose(x[1, :n], y[1, :n], atol=1e-4)
+
+
+def test_onnx_rows_beside_pytorch_same_run_same_input(tmp_path, capsys):
+    """``bench --onnx``: ONNX Runtime rows (fp32, int8) next to the PyTorch ones, timed in the same
+    interleaved rounds on the same batches; the arithmetic (MACs) is the base model's."""
+    pytest.importorskip("onnxruntime")
+    out = tmp_path / "bench.json"
+    code = main(["bench", "--quick", "--tiny-models", "--settings", "10s,padded", "--repeats", "1",
+                 "--models", "distilhubert.yaml", "--no-s3prl", "--no-memory", "--onnx",
+                 "--json", str(out)])
+    assert code == 0
+    rows = {r["model"]: r for r in json.loads(out.read_text()) if r["section"] == "inference"}
+    for name in ("distilhubert+onnx", "distilhubert+onnx-int8"):
+        assert rows[name]["ms_10s"] > 0 and rows[name]["ms_padded"] > 0
+        assert rows[name]["macs"] == rows["distilhubert"]["macs"]
+    assert rows["distilhubert+onnx-int8"]["note"].startswith("ONNX Runtime int8")
+    assert "distilhubert+onnx" in capsys.readouterr().out

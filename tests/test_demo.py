@@ -165,3 +165,31 @@ def test_student_upstreams_add_int8_copies(tmp_path):
         last_a, last_b = a[-1].float(), b[-1].float()
         assert not torch.equal(last_a, last_b)  # really quantised
         assert (last_a - last_b).abs().mean() < 0.1 * last_a.abs().mean()
+
+
+def test_student_upstreams_add_onnx_int8_exports(tmp_path):
+    """`demo --onnx`: each student is followed by its ONNX export's int8 variant run by ONNX
+    Runtime, with the student's rate and parameter count, features close to PyTorch's."""
+    pytest.importorskip("onnxruntime")
+    from s3prl_distill.checkpoint import save_student
+    from s3prl_distill.distill.config import DistillConfig
+    from s3prl_distill.models import build_student
+
+    paths = {}
+    for name, spec in pipeline.STUDENTS.items():
+        cfg = DistillConfig.from_yaml(pipeline.default_config_dir() / spec.yaml)
+        torch.manual_seed(0)
+        paths[name] = tmp_path / f"{name}.ckpt"
+        save_student(paths[name], build_student(cfg.student))
+    both = pipeline.student_upstreams(paths, onnx_dir=tmp_path / "onnx")
+    assert [u.name for u in both] == [n for name in pipeline.STUDENTS for n in (name, f"{name} +onnx-int8")]
+    wav = 0.1 * torch.randn(2, 16000, generator=torch.Generator().manual_seed(1))
+    lengths = torch.tensor([16000, 12000])
+    for ref, onnx in zip(both[::2], both[1::2]):
+        assert onnx.num_params == ref.num_params and onnx.downsample_rate == ref.downsample_rate
+        assert onnx.bytes < sum(p.numel() * 4 for p in ref.model.parameters())  # smaller than fp32
+        (a, la), (b, lb) = ref(wav, lengths), onnx(wav, lengths)
+        assert la.tolist() == lb.tolist() and len(a) == len(b)
+        n = int(la[1])
+        last_a, last_b = a[-1][1, :n].float(), b[-1][1, :n].float()
+        assert (last_a - last_b).abs().mean() < 0.1 * last_a.abs().mean()

@@ -78,3 +78,75 @@ def test_cli_profiles_a_plugin_upstream(tmp_path, capsys):
     assert data["upstream"] == "distill_student_local" and data["lengths"] == [16000, 32000]
     assert data["params"] > 0 and data["macs"] > 0
     assert cli_main(["profile", "-u", "no_such_upstream"]) == 1
+
+
+# ---------------------------------------------------------------- the leaderboard's published rows
+class _FairseqHubertUpstream(nn.Module):
+    """S3PRL's own HuBERT Base model class behind the upstream call shape (a list of wavs), as the
+    leaderboard profiled it: one utterance at a time, no padding to a multiple of frames (the
+    2021 fairseq HuBERT has none; S3PRL 0.4.18's config default pads to 2)."""
+
+    def __init__(self):
+        super().__init__()
+        from s3prl.upstream.hubert.hubert_model import (HubertConfig, HubertModel,
+                                                         HubertPretrainingConfig)
+
+        cfg = HubertConfig(label_rate=50.0, final_dim=256, required_seq_len_multiple=1)
+        self.model = HubertModel(cfg, HubertPretrainingConfig(label_rate=50.0), [list(range(504))])
+
+    def forward(self, wavs):
+        features, _ = self.model.extract_features(torch.stack(wavs), padding_mask=None, mask=False)
+        return {"hidden_states": [features]}
+
+
+@pytest.mark.slow
+def test_hubert_base_counts_exactly_the_published_leaderboard_row():
+    """HuBERT Base (random weights, shapes only: FakeTensorMode) counts 94,697,600 parameters and
+    1,669,156,022,848 MACs over the 32 profiling lengths, and each bucket of 8 as published."""
+    from torch._subclasses.fake_tensor import FakeTensorMode
+
+    from s3prl_distill.macs import SUPERB_REFERENCE
+
+    ref = SUPERB_REFERENCE["HuBERT Base"]
+    with FakeTensorMode():
+        model = _FairseqHubertUpstream().eval()
+        result = profile_upstream(model, "hubert_base")
+        products = profile_upstream(model, "hubert_base", lengths=[20560], convention="products")
+    assert result.params == ref["params"]
+    assert result.macs == ref["macs"]
+    assert tuple(result.buckets.values()) == ref["buckets"]
+    # what the superb convention adds on top of the products: 1 per FFN activation element
+    # (12 layers x 3072 x T) and 4 per attention probability (12 layers x 12 heads x T^2), T = 64
+    t = 64
+    assert result.lengths[0] == 20560
+    assert result.per_input[0] - products.macs == 12 * 3072 * t + 4 * 12 * 12 * t * t
+
+
+@pytest.mark.slow
+def test_fbank_counts_exactly_the_published_leaderboard_row():
+    """S3PRL's FBANK upstream: the mel product and the two delta convolutions, 479,126,160 MACs."""
+    from s3prl_distill.commands.profile import load_upstream
+    from s3prl_distill.macs import SUPERB_REFERENCE
+
+    result = profile_upstream(load_upstream("fbank"), "fbank")
+    assert result.params == SUPERB_REFERENCE["FBANK"]["params"]
+    assert result.macs == SUPERB_REFERENCE["FBANK"]["macs"]
+    assert tuple(result.buckets.values()) == SUPERB_REFERENCE["FBANK"]["buckets"]
+
+
+def test_superb_convention_on_a_student_counts_ffn_activations_and_attention_probs(tmp_path):
+    """On our student: superb - products = FFN activation elements + 4 x attention probabilities,
+    and the profile runs the plain path (the FFT positional conv is not what is charged)."""
+    from s3prl_distill.upstream.hubconf import distill_student_local
+
+    ckpt = make_student_checkpoint(tmp_path / "s.ckpt")
+    model = distill_student_local(str(ckpt))
+    student = model.model
+    cfg = student.config.encoder
+    n = 16000
+    t = int(student.output_lengths(torch.tensor([n]))[0])
+    superb = profile_upstream(model, "s", lengths=[n]).macs
+    products = profile_upstream(model, "s", lengths=[n], convention="products").macs
+    expected = cfg.num_layers * (cfg.ffn_dim * t + 4 * cfg.num_heads * t * t)
+    assert superb - products == expected
+    assert not any("fast_path" in vars(m) or "per_utterance" in vars(m) for m in model.modules())

@@ -8,6 +8,9 @@ A variant wraps one of our candidates without changing its weights:
 * ``bf16``: ``torch.autocast("cpu", dtype=torch.bfloat16)``; fast only on CPUs with native bf16
   (AVX512-BF16 / AMX); elsewhere it is emulated and slower. Outputs are cast back to float32.
 * ``compile``: ``torch.compile`` of the student (needs a C++ compiler; the first call compiles).
+* ``onnx`` / ``onnx-int8``: the student exported to ONNX (:mod:`s3prl_distill.export.onnx`, the
+  plain path traced) and run by ONNX Runtime on the same input, with as many intra-op threads as
+  torch has; ``-int8`` is ONNX Runtime's dynamic quantisation of its matrix products.
 * ``nofast``: the student with its inference fast paths switched off (every module's
   ``fast_path``: channels-last GEMM CNN with the first group norm folded in, FFT positional conv,
   cached q/k/v weights; and ``per_utterance``) - the A/B row that shows what they gain.
@@ -20,6 +23,8 @@ from __future__ import annotations
 
 import copy
 import logging
+import os
+import shutil
 import warnings
 from typing import Callable, Dict, List, Sequence
 
@@ -118,7 +123,40 @@ def _nofast(cand: Candidate) -> Candidate:
     return new
 
 
+def _onnx_runner_candidate(cand: Candidate, int8: bool) -> Candidate:
+    import atexit
+    import tempfile
+
+    from s3prl_distill.export.onnx import OnnxRunner, export_onnx
+
+    folder = tempfile.mkdtemp(prefix="s3prl_distill_onnx_")
+    atexit.register(shutil.rmtree, folder, True)
+    info = export_onnx(cand.module, os.path.join(folder, f"{cand.name}.onnx"), int8=int8)
+    runner = OnnxRunner(info.int8_path if int8 else info.path)
+
+    def run(wavs: Tensor, lengths: Tensor):
+        return runner(wavs, lengths)
+
+    size = (info.int8_bytes if int8 else info.bytes) / 1e6
+    new = Candidate(cand.name + ("+onnx-int8" if int8 else "+onnx"), run, cand.params,
+                    cand.params_with_heads, "variant", module=None, hidden=run,
+                    note=f"ONNX Runtime{' int8' if int8 else ''}, {size:.1f} MB")
+    new.meta.update(onnx_path=runner.path, onnx_bytes=info.int8_bytes if int8 else info.bytes,
+                    onnx_max_abs_diff=info.int8_max_abs_diff if int8 else info.max_abs_diff)
+    return new
+
+
+def _onnx(cand: Candidate) -> Candidate:
+    return _onnx_runner_candidate(cand, int8=False)
+
+
+def _onnx_int8(cand: Candidate) -> Candidate:
+    return _onnx_runner_candidate(cand, int8=True)
+
+
 VARIANTS: Dict[str, Callable[[Candidate], Candidate]] = {
+    "onnx": _onnx,
+    "onnx-int8": _onnx_int8,
     "nofast": _nofast,
     "int8": _int8,
     "bf16": _bf16,

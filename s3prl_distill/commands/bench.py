@@ -54,7 +54,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-macs", action="store_true", help="skip MAC counting")
     parser.add_argument("--variants", default="",
                         help="comma list of optimisation variants to add as rows for our "
-                             "distilhubert/fithubert: nofast (A/B of the CNN fast paths), int8, bf16, compile (or all)")
+                             "distilhubert/fithubert: nofast (A/B of the CNN fast paths), int8, bf16, compile, "
+                             "onnx, onnx-int8 (or all)")
+    parser.add_argument("--onnx", action="store_true",
+                        help="add ONNX Runtime rows (fp32 and int8) beside PyTorch, same run, same "
+                             "input (= --variants onnx,onnx-int8; needs the export extra)")
     parser.add_argument("--training", action="store_true",
                         help="also measure distillation throughput: our step vs S3PRL's distiller step")
     parser.add_argument("--training-steps", type=int, default=None, help="timed training steps (default 4)")
@@ -95,6 +99,8 @@ def run(args: argparse.Namespace) -> int:
         else:
             logger.warning("no model YAML folder at %s: only the teacher and S3PRL's distiller", config_dir)
         variants = [v.strip() for v in args.variants.split(",") if v.strip()]
+        if args.onnx:
+            variants += [v for v in ("onnx", "onnx-int8") if v not in variants]
         if variants:
             candidates += add_variants(candidates, variants)
 

@@ -32,6 +32,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--int8", action="store_true",
                         help="also evaluate and time int8 dynamically quantised copies of the "
                              "students (the accuracy cost of `bench --variants int8`)")
+    parser.add_argument("--onnx", action="store_true",
+                        help="also evaluate and time the students' ONNX exports (int8 variant, ONNX "
+                             "Runtime; `export --to onnx`): their accuracy cost and size. Needs the "
+                             "export extra")
     parser.add_argument("--corpus", default=None,
                         help="corpus folder (default: OUT/corpus; reused when seed and size match)")
 
@@ -49,7 +53,8 @@ def run(args: argparse.Namespace) -> int:
     torch.set_num_threads(threads)
     logger.info("torch uses %d CPU thread(s)", threads)
     results = run_demo(Path(args.out), quick=args.quick, seed=args.seed,
-                       config_dir=args.config_dir, corpus_dir=args.corpus, int8=args.int8)
+                       config_dir=args.config_dir, corpus_dir=args.corpus, int8=args.int8,
+                       onnx=args.onnx)
     wall = results["wall_seconds"]
     print(f"\nmini-SUPERB proxy results ({results['preset']} run, seed {results['seed']}, "
           f"test splits; KS/IC/SID accuracy %, PR phone error rate %)")

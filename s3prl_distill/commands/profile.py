@@ -7,9 +7,16 @@ summed MACs, also per bucket of 8: short, medium, long, longer = the "(1)~(4)" c
 our students (and of every upstream without data-dependent control flow) depend only on the input
 length, so this command feeds inputs of exactly those 32 lengths (:data:`SUPERB_PROFILE_LENGTHS`)
 and needs no corpus. Parameters are those of the upstream module as S3PRL loads it (prediction
-heads dropped unless the checkpoint's config keeps them). MACs are counted by
-:mod:`s3prl_distill.macs` (matrix products, convolutions and attention products; element-wise work
-is free).
+heads dropped unless the checkpoint's config keeps them).
+
+MACs are counted by :mod:`s3prl_distill.macs` with its ``superb`` convention, which reproduces the
+leaderboard's published rows exactly (HuBERT Base: 94,697,600 parameters, 1,669,156,022,848 MACs;
+FBANK: 479,126,160 MACs; tests/test_profile.py): matrix products and convolutions (a convolution on
+the frames it outputs), 1 MAC per element of a feed-forward activation, 4 per attention
+probability; normalisation, residual additions, biases, FFTs and the CNN's activations are free.
+The model runs on its plain path (fast paths off, :mod:`s3prl_distill.export.plain`): a model is
+charged for its convolutions, not for a faster way to compute them. ``--convention products``
+counts products only (what ``s3prl-distill bench`` reports).
 """
 
 from __future__ import annotations
@@ -52,6 +59,7 @@ class Profile:
     buckets: Dict[str, int] = field(default_factory=dict)   # MACs per bucket of 8 inputs
     by_module: Dict[str, int] = field(default_factory=dict)  # MACs per top-level module
     lengths: List[int] = field(default_factory=list)
+    per_input: List[int] = field(default_factory=list)       # MACs of each input, in order
 
 
 def load_upstream(name: str, ckpt: Optional[str] = None, model_config: Optional[str] = None
@@ -74,14 +82,17 @@ def load_upstream(name: str, ckpt: Optional[str] = None, model_config: Optional[
 
 
 def profile_upstream(model: torch.nn.Module, name: str = "upstream",
-                     lengths: Sequence[int] = SUPERB_PROFILE_LENGTHS, seed: int = 0) -> Profile:
+                     lengths: Sequence[int] = SUPERB_PROFILE_LENGTHS, seed: int = 0,
+                     convention: str = "superb") -> Profile:
     """Count parameters and MACs of ``model`` (an S3PRL upstream taking a list of wavs).
 
     Args:
-        model: the upstream; run in eval mode, batch size 1, once per length.
+        model: the upstream; run in eval mode, on its plain path, batch size 1, once per length.
         lengths: input lengths in samples at 16 kHz; buckets are reported when there are 32.
         seed: seed of the random-noise inputs (MACs do not depend on the values).
+        convention: :data:`s3prl_distill.macs.CONVENTIONS` (``superb``: the leaderboard's count).
     """
+    from s3prl_distill.export.plain import plain_path
     from s3prl_distill.macs import MacCounter
 
     if not lengths or any(int(n) <= 0 for n in lengths):
@@ -93,7 +104,7 @@ def profile_upstream(model: torch.nn.Module, name: str = "upstream",
     by_module: Dict[str, int] = {}
     for n in lengths:
         wav = torch.randn(int(n), generator=generator) * 0.1
-        with torch.inference_mode(), MacCounter(model) as counter:
+        with torch.inference_mode(), plain_path(model), MacCounter(model, convention) as counter:
             model([wav])
         count = counter.result()
         per_input.append(count.total)
@@ -106,7 +117,7 @@ def profile_upstream(model: torch.nn.Module, name: str = "upstream",
     total = sum(per_input)
     return Profile(upstream=name, params=params, macs=total, seconds=seconds,
                    macs_per_second=total / seconds, buckets=buckets, by_module=by_module,
-                   lengths=[int(n) for n in lengths])
+                   lengths=[int(n) for n in lengths], per_input=per_input)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -117,6 +128,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("-g", "--upstream_model_config", dest="model_config")
     parser.add_argument("--lengths", type=int, nargs="+", default=list(SUPERB_PROFILE_LENGTHS),
                         help="input lengths in samples (default: the SUPERB profiling lengths)")
+    parser.add_argument("--convention", choices=("superb", "products"), default="superb",
+                        help="superb: the leaderboard's count (default); products: matrix products "
+                             "and convolutions only")
     parser.add_argument("--json", action="store_true", help="print the profile as JSON")
 
 
@@ -125,7 +139,7 @@ def run(args: argparse.Namespace) -> int:
 
     try:
         model = load_upstream(args.upstream, args.ckpt, args.model_config)
-        result = profile_upstream(model, args.upstream, args.lengths)
+        result = profile_upstream(model, args.upstream, args.lengths, convention=args.convention)
     except (ValueError, FileNotFoundError) as err:
         logger.error("%s", err)
         return 1

@@ -215,10 +215,32 @@ def _beats(student: dict, baseline: dict) -> Dict[str, bool]:
 
 
 # ------------------------------------------------------------------ the run
-def student_upstreams(students: Dict[str, Path], int8: bool = False) -> List:
+class OnnxUpstream:
+    """Evaluator adapter of an exported ONNX graph run by ONNX Runtime (same call shape and
+    attributes as :mod:`s3prl_distill.minisuperb.upstreams`' adapters)."""
+
+    def __init__(self, path: Path, student, name: str, num_params: int):
+        import hashlib
+
+        from s3prl_distill.export.onnx import OnnxRunner
+
+        self.runner = OnnxRunner(str(path))
+        self.name = name
+        self.num_params = num_params
+        self.downsample_rate = int(student.downsample_rate)
+        self.bytes = Path(path).stat().st_size
+        self.fingerprint = hashlib.sha1(Path(path).read_bytes()).hexdigest()
+
+    def __call__(self, wavs, wav_lengths):
+        return self.runner(wavs, wav_lengths)
+
+
+def student_upstreams(students: Dict[str, Path], int8: bool = False, onnx_dir: Optional[Path] = None) -> List:
     """Evaluator adapters of the distilled students (heads dropped), in order; with ``int8`` each
     is followed by its int8 dynamically quantised copy (``"<name> +int8"``: linear layers in int8,
-    as ``s3prl-distill bench --variants int8`` times them), to show the accuracy cost."""
+    as ``s3prl-distill bench --variants int8`` times them), to show the accuracy cost; with
+    ``onnx_dir`` by its ONNX export's int8 variant run by ONNX Runtime (``"<name> +onnx-int8"``,
+    ``s3prl-distill export --to onnx``), to show that export's accuracy cost and size."""
     from s3prl_distill.benchmark.variants import quantize_int8
     from s3prl_distill.checkpoint import load_student
     from s3prl_distill.minisuperb.upstreams import StudentUpstream
@@ -226,19 +248,28 @@ def student_upstreams(students: Dict[str, Path], int8: bool = False) -> List:
     out = []
     for name, path in students.items():
         student, _ = load_student(path)
-        out.append(StudentUpstream(student, name=name))
+        base = StudentUpstream(student, name=name)
+        out.append(base)
         if int8:
             quantised = StudentUpstream(quantize_int8(student), name=f"{name} +int8")
-            quantised.num_params = out[-1].num_params  # int8 weights are buffers, still weights
+            quantised.num_params = base.num_params  # int8 weights are buffers, still weights
             out.append(quantised)
+        if onnx_dir is not None:
+            from s3prl_distill.export.onnx import export_onnx
+
+            info = export_onnx(student, str(Path(onnx_dir) / f"{name}.onnx"))
+            logger.info("%s: ONNX %.2f MB, int8 %.2f MB (max |diff| vs PyTorch %.2g / %.2g)", name,
+                        info.bytes / 1e6, info.int8_bytes / 1e6, info.max_abs_diff, info.int8_max_abs_diff)
+            out.append(OnnxUpstream(Path(info.int8_path), student, f"{name} +onnx-int8", base.num_params))
     return out
 
 
 def run_demo(out: Path, quick: bool = False, seed: int = 0, config_dir: Optional[Path] = None,
-             corpus_dir: Optional[Path] = None, int8: bool = False) -> dict:
+             corpus_dir: Optional[Path] = None, int8: bool = False, onnx: bool = False) -> dict:
     """Run the whole demo into ``out``; returns the results (also ``out/results.json``).
 
-    ``int8`` also evaluates and times int8-quantised copies of the students.
+    ``int8`` also evaluates and times int8-quantised copies of the students; ``onnx`` their ONNX
+    exports' int8 variants run by ONNX Runtime (graphs in ``out/onnx``).
     """
     from s3prl_distill.minisuperb import plots
     from s3prl_distill.minisuperb.upstreams import FbankUpstream, TeacherUpstream
@@ -281,7 +312,7 @@ def run_demo(out: Path, quick: bool = False, seed: int = 0, config_dir: Optional
     curves = {name: curves[name] for name in STUDENTS}
     logger.info("[3/5] evaluating teacher, students and FBANK (frozen, weighted sum of layers)")
     upstreams = [TeacherUpstream(build_teacher(TEACHER), name="Whisper-tiny.en (teacher)")]
-    upstreams += student_upstreams(students, int8)
+    upstreams += student_upstreams(students, int8, onnx_dir=out / "onnx" if onnx else None)
     upstreams += [FbankUpstream(cmvn=True), FbankUpstream(cmvn=False)]
     tasks = {t: load_task(corpus, t) for t in TASKS}
     models: Dict[str, dict] = {}
@@ -289,6 +320,7 @@ def run_demo(out: Path, quick: bool = False, seed: int = 0, config_dir: Optional
         t0 = time.time()
         logger.info("evaluating %s (%.2f M params)", u.name, u.num_params / 1e6)
         models[u.name] = {"params": u.num_params, "downsample_rate": u.downsample_rate,
+                          **({"onnx_bytes": u.bytes} if isinstance(u, OnnxUpstream) else {}),
                           "tasks": evaluate_upstream(u, tasks, cache_dir=out / "features",
                                                      seed=seed, probes=cfg.probes)}
         wall[f"eval_{u.name}_s"] = round(time.time() - t0, 1)

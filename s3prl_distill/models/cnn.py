@@ -26,18 +26,29 @@ from torch import Tensor, nn
 from s3prl_distill.lengths import conv_output_lengths, masked_group_norm
 from s3prl_distill.models.config import CNNConfig
 
-__all__ = ["inference_fast_path_ok", "conv1d_channels_last", "MaskedGroupNorm",
+__all__ = ["exporting", "inference_fast_path_ok", "conv1d_channels_last", "MaskedGroupNorm",
            "ChannelLayerNorm", "ConvLayerBlock", "FeatureExtractor", "FeatureProjection"]
 
 
+def exporting() -> bool:
+    """Whether the forward is being traced for export (``torch.onnx.export``, ``torch.jit.trace``,
+    ``torch.export``): then every length-dependent step takes its general, tensor-only form (no
+    Python branch on tensor values, no per-utterance loop), so the exported graph is right for
+    every batch size and length, not only for the example it was traced with."""
+    return (torch.jit.is_tracing() or torch.onnx.is_in_onnx_export()
+            or torch.compiler.is_exporting())
+
+
 def inference_fast_path_ok(x: Tensor) -> bool:
-    """Whether the inference fast paths may run on ``x``: no autograd, CPU, no autocast.
+    """Whether the inference fast paths may run on ``x``: no autograd, CPU, no autocast, not
+    exporting.
 
     (They compute the same function as the plain modules but are not written for autograd or
-    autocast's dtype mixing; on accelerators the plain kernels are the fast ones.)
+    autocast's dtype mixing; on accelerators the plain kernels are the fast ones; an export
+    traces the plain path, whose ops every runtime has.)
     """
     return (not torch.is_grad_enabled() and x.device.type == "cpu"
-            and not torch.is_autocast_enabled("cpu"))
+            and not torch.is_autocast_enabled("cpu") and not exporting())
 
 
 # Windows of at most this many values (K * C_in) are copied out (im2col) and run as one GEMM.
@@ -107,7 +118,8 @@ class MaskedGroupNorm(nn.GroupNorm):
 
         Padded frames get the same affine map as their utterance (their values are never used).
         """
-        if lengths is None or bool((lengths >= x.shape[-1]).all()):  # nothing padded
+        # nothing padded (an export always takes the masked form: right for padded batches too)
+        if lengths is None or (not exporting() and bool((lengths >= x.shape[-1]).all())):
             return super().forward(x)
         return masked_group_norm(x, lengths, self.weight, self.bias, self.eps)
 
@@ -308,7 +320,7 @@ class FeatureExtractor(nn.Module):
         x = wavs[:, None, :]
         # per utterance only on CPU: on an accelerator one batched launch beats B small ones
         if (self.per_utterance and not self.group_norm_over_padding and x.device.type == "cpu"
-                and x.shape[0] > 1
+                and x.shape[0] > 1 and not exporting()
                 and bool((wav_lengths < x.shape[-1]).any())):
             return self._per_utterance(x, wav_lengths)
         lengths = wav_lengths

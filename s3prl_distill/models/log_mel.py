@@ -9,6 +9,7 @@ student and a teacher on variable-length batches can share).
 
 from __future__ import annotations
 
+import math
 from typing import Dict, Tuple
 
 import numpy as np
@@ -77,6 +78,10 @@ def batch_log_mel(wavs: Tensor, wav_lengths: Tensor, n_mels: int = 80, who: str 
     Returns:
         (mel ``[B, n_mels, F]`` zero past each utterance's frames, frames ``[B]`` = ``S_b // 160``).
     """
+    from s3prl_distill.models.cnn import exporting
+
+    if exporting():
+        return _batch_log_mel_gathered(wavs, wav_lengths, n_mels), mel_frames(wav_lengths)
     frames = mel_frames(wav_lengths)
     mel = wavs.new_zeros(wavs.shape[0], n_mels, int(frames.max()) if len(frames) else 0)
     for b, n in enumerate(wav_lengths.tolist()):
@@ -84,3 +89,42 @@ def batch_log_mel(wavs: Tensor, wav_lengths: Tensor, n_mels: int = 80, who: str 
             raise ValueError(f"{who}: waveform {b} of the batch has {n} samples; need at least {MIN_SAMPLES}")
         mel[b, :, : int(frames[b])] = log_mel_spectrogram(wavs[b, :n], n_mels)
     return mel, frames
+
+
+def _batch_log_mel_gathered(wavs: Tensor, wav_lengths: Tensor, n_mels: int) -> Tensor:
+    """:func:`batch_log_mel` for the whole batch at once, in tensor ops only (the export form).
+
+    Each utterance's reflect-padded frames are gathered from its own valid samples, the
+    (windowed) DFT is a product with a fixed cos/sin basis, the log floor uses the maximum over
+    that utterance's frames: the same per-utterance function as the loop, to float rounding (the
+    DFT by product instead of an FFT), for any batch size and lengths.
+
+    Args:
+        wavs (Tensor): ``[B, S]`` float, zero-padded; wav_lengths (Tensor): ``[B]`` (each >= MIN_SAMPLES).
+    Returns:
+        Tensor ``[B, n_mels, max(S_b) // 160]``, zero past each utterance's frames.
+    """
+    lengths = wav_lengths.to(torch.long)
+    frames = mel_frames(lengths)  # [B]
+    steps = torch.arange(frames.max(), device=wavs.device)  # [F]
+    taps = torch.arange(N_FFT, device=wavs.device)  # [N]
+    # sample index of every frame tap before reflection: centred frames, N_FFT // 2 of padding
+    index = steps[:, None] * HOP_LENGTH + taps[None, :] - N_FFT // 2  # [F, N]
+    n = lengths[:, None, None]  # [B, 1, 1]
+    index = index[None].abs()  # reflect at the start: -j -> j
+    index = torch.where(index >= n, 2 * (n - 1) - index, index)  # reflect at the end
+    index = torch.minimum(index.clamp(min=0), n - 1)  # frames past the end: masked below
+    gathered = torch.gather(wavs, 1, index.flatten(1)).view_as(index).to(wavs.dtype)  # [B, F, N]
+    window = torch.hann_window(N_FFT, device=wavs.device, dtype=wavs.dtype)
+    bins = torch.arange(N_FFT // 2 + 1, device=wavs.device, dtype=torch.float64)
+    phase = 2 * math.pi * torch.outer(taps.to(torch.float64), bins) / N_FFT  # [N, K]
+    cos = (torch.cos(phase) * window.double()[:, None]).to(wavs.dtype)
+    sin = (torch.sin(phase) * window.double()[:, None]).to(wavs.dtype)
+    power = (gathered @ cos) ** 2 + (gathered @ sin) ** 2  # [B, F, K]
+    mel = power @ mel_filters(n_mels).to(device=wavs.device, dtype=wavs.dtype).t()  # [B, F, M]
+    log_spec = torch.clamp(mel, min=1e-10).log10()
+    valid = steps[None, :] < frames[:, None]  # [B, F]
+    peak = log_spec.masked_fill(~valid[:, :, None], float("-inf")).amax(dim=(1, 2), keepdim=True)
+    log_spec = torch.maximum(log_spec, peak - 8.0)
+    out = (log_spec + 4.0) / 4.0 * valid[:, :, None].to(wavs.dtype)
+    return out.transpose(1, 2)

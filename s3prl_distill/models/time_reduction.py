@@ -99,7 +99,9 @@ class TimeReduction(nn.Module):
                     "longer audio or time_reduction_tail 'pad'"
                 )
         else:
-            extra = (-x.shape[1]) % self.stride
-            if extra:
-                y = F.pad(y, (0, extra))
+            # always k - 1 zero frames: the conv then yields exactly ceil(T / k) frames for every T
+            # and the zeros past a multiple of k are never read, so no branch depends on T (an
+            # exported graph is right for every length); the values are those of padding to the
+            # next multiple of k
+            y = F.pad(y, (0, self.stride - 1))
         return self.conv(y).transpose(1, 2), self.output_lengths(lengths)

@@ -18,7 +18,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from s3prl_distill.lengths import ceil_div, valid_mask
-from s3prl_distill.models.cnn import inference_fast_path_ok
+from s3prl_distill.models.cnn import exporting, inference_fast_path_ok
 
 __all__ = ["fft_size", "grouped_conv_spectrum", "grouped_conv_fft", "ConvolutionalPositionalEmbedding",
            "SelfAttention", "FeedForward", "EncoderLayer", "key_padding_mask"]
@@ -29,8 +29,9 @@ def key_padding_mask(lengths: Tensor, frames: int) -> Optional[Tensor]:
 
     Args:
         lengths (Tensor): [B] valid frames (each >= 1).
+    When exporting, the mask is always built (the exported graph serves padded batches too).
     """
-    if bool((lengths >= frames).all()):
+    if not exporting() and bool((lengths >= frames).all()):
         return None
     return valid_mask(lengths, frames)[:, None, None, :]
 
