@@ -35,30 +35,12 @@ from s3prl_distill.distill.config import DistillConfig
 from s3prl_distill.distill.losses import build_loss
 from s3prl_distill.distill.task import DistillationTask
 from s3prl_distill.pretrain.config import DataConfig
-from s3prl_distill.pretrain.dataset import DistillDataset, collate_batch
-from s3prl_distill.pretrain.samplers import BucketBatchSampler
-from s3prl_distill.pretrain.teacher_cache import TeacherCache, cache_dataset, cache_mismatch, teacher_info
+from s3prl_distill.pretrain.dataset import DistillDataset, build_dev_dataset, build_dev_loader, build_train_loader
+from s3prl_distill.pretrain.teacher_cache import TeacherCache, dev_cache_folder, prepare_teacher_cache
 
 logger = logging.getLogger(__name__)
 
 __all__ = ["UpstreamPretrainExpert"]
-
-def _wait_until(ready: Callable[[], bool], what: str, poll_s: float = 1.0,
-                log_every_s: float = 300.0) -> None:
-    """Poll ``ready()`` until it is true, logging that this process waits for ``what``.
-
-    (A long cache build would outlast a collective barrier's timeout; polling the file system has
-    none. If rank 0 dies, ``torchrun`` ends this process.)
-    """
-    import time
-
-    start = last = time.monotonic()
-    while not ready():
-        if time.monotonic() - last >= log_every_s:
-            last = time.monotonic()
-            logger.info("waiting for %s (%.0f s)", what, last - start)
-        time.sleep(poll_s)
-
 
 def _model_data(upstream_config: Union[str, os.PathLike, Mapping[str, Any]]) -> tuple:
     if isinstance(upstream_config, Mapping):
@@ -80,11 +62,17 @@ class UpstreamPretrainExpert(nn.Module):
         seed: seed of the data order and random crops.
         rank, world_size: data-parallel position (our trainer); the global batch
             ``train_batch_size`` is split across ranks.
+        crop_samples: random crop in samples (S3PRL's ``task.sequence_length``), overriding
+            ``datarc.crop_seconds``; 0: whole utterances; None: ``crop_seconds``.
+
+    Data attributes: ``dataset``, ``sampler`` (resumable), ``dataloader``; ``teacher_cache``;
+    ``dev_dataset`` / ``dev_loader`` / ``dev_teacher_cache`` (None without a dev set in
+    ``datarc``); ``compute(batch, dev=True)`` evaluates a dev batch.
     """
 
     def __init__(self, datarc, upstream_config, device: Union[str, torch.device] = "cuda",
                  multi_gpu: bool = False, *, seed: int = 1337, rank: int = 0, world_size: int = 1,
-                 config_where: str = "runner config", **kwargs):
+                 config_where: str = "runner config", crop_samples: Optional[int] = None, **kwargs):
         super().__init__()
         from s3prl_distill.models import build_student
         from s3prl_distill.teachers import build_teacher
@@ -114,75 +102,63 @@ class UpstreamPretrainExpert(nn.Module):
                     sum(p.numel() for p in student.parameters()) / 1e6, teacher.arch,
                     teacher.num_layers, teacher.dim)
 
-        self.dataset = DistillDataset(self.datarc, min_samples=int(student.receptive_field), seed=seed)
+        where_data = f"{config_where}: pretrain_expert.datarc"
+        try:
+            self.datarc.check_teacher_rate(int(getattr(teacher, "sample_rate", 16000)))
+        except ConfigError as err:
+            raise ConfigError(f"{where_data}: {err}") from None
+        max_input = getattr(teacher, "max_input_samples", None)
+        try:  # crop_samples: S3PRL's task.sequence_length, overrides datarc.crop_seconds
+            self.dataset = DistillDataset(self.datarc, min_samples=int(student.receptive_field),
+                                          seed=seed, crop_samples=crop_samples,
+                                          max_input_samples=max_input)
+        except ConfigError as err:
+            raise ConfigError(f"{where_data}: {err}") from None
         self.teacher_cache: Optional[TeacherCache] = None
         if self.datarc.teacher_cache:
             try:
-                self.datarc.check_cache_crop(max(self.dataset.full_lengths))
+                self.datarc.check_cache_crop(max(self.dataset.full_lengths), crop_samples)
             except ConfigError as err:
-                raise ConfigError(f"{config_where}: pretrain_expert.datarc: {err}") from None
-            self.teacher_cache = self._prepare_teacher_cache(rank)
-        self.sampler = BucketBatchSampler(
-            self.dataset.lengths, self.datarc.train_batch_size, shuffle=self.datarc.shuffle,
-            bucketing=self.datarc.bucketing, drop_last=self.datarc.drop_last, seed=seed,
-            num_replicas=world_size, rank=rank,
-        )
-        self.loader_generator = torch.Generator()
-        self.loader_generator.manual_seed(seed)
-        self.dataloader = DataLoader(
-            self.dataset, batch_sampler=self.sampler, num_workers=self.datarc.num_workers,
-            collate_fn=collate_batch, pin_memory=self.device.type == "cuda",
-            generator=self.loader_generator, persistent_workers=False,
-        )
+                raise ConfigError(f"{where_data}: {err}") from None
+            self.teacher_cache = self._prepare_teacher_cache(self.datarc.teacher_cache, self.dataset, rank)
+        self.dataloader = build_train_loader(self.dataset, self.datarc, seed=seed, rank=rank,
+                                             world_size=world_size,
+                                             pin_memory=self.device.type == "cuda")
+        self.sampler = self.dataloader.batch_sampler
+        # validation (issue 12): the dev set of datarc, None when it names none
+        self.dev_dataset = build_dev_dataset(self.datarc, min_samples=int(student.receptive_field),
+                                             max_input_samples=max_input)
+        self.dev_loader: Optional[DataLoader] = build_dev_loader(
+            self.datarc, rank=rank, world_size=world_size, dataset=self.dev_dataset,
+            pin_memory=self.device.type == "cuda")
+        self.dev_teacher_cache: Optional[TeacherCache] = None
+        if self.dev_dataset is not None and self.datarc.teacher_cache:
+            self.dev_teacher_cache = self._prepare_teacher_cache(
+                dev_cache_folder(self.datarc.teacher_cache), self.dev_dataset, rank)
         self._forward_task: nn.Module = self.task
         if self.multi_gpu and torch.cuda.device_count() > 1:
             self._forward_task = nn.DataParallel(self.task)
             logger.info("multi_gpu: DataParallel over %d GPUs", torch.cuda.device_count())
 
-    def _prepare_teacher_cache(self, rank: int) -> TeacherCache:
-        """Reuse ``datarc.teacher_cache`` if it holds this teacher's targets for these layers and
-        utterances, else build it (rank 0; the other processes wait for it). Returns the cache."""
-        folder = self.datarc.teacher_cache
-        dtype = getattr(torch, self.datarc.teacher_cache_dtype)
-        layers = self.task.target_layers
-        info = teacher_info(self.teacher)
-        wanted = dict(zip(self.dataset.ids, self.dataset.full_lengths))
+    def _prepare_teacher_cache(self, folder: str, dataset: DistillDataset, rank: int) -> TeacherCache:
+        """Reuse ``folder`` if it holds this teacher's targets for these layers and the utterances
+        of ``dataset``, else build it (rank 0; the other processes wait for it). Returns the cache."""
+        return prepare_teacher_cache(folder, self.teacher, dataset, self.task.target_layers,
+                                     dtype=getattr(torch, self.datarc.teacher_cache_dtype), rank=rank,
+                                     device=self.device, batch_size=self.datarc.train_batch_size,
+                                     num_workers=self.datarc.num_workers)
 
-        def mismatch() -> Optional[str]:
-            return cache_mismatch(folder, info, layers, wanted, dtype)
-
-        if rank == 0:
-            reason = mismatch()
-            if reason is None:
-                logger.info("teacher cache %s: reused (it holds layers %s of this teacher for all "
-                            "%d utterances)", folder, layers, len(wanted))
-            else:
-                logger.info("teacher cache %s: building it (%s)", folder, reason)
-                self.teacher.to(self.device)
-                cache_dataset(folder, self.teacher, self.dataset, layers, dtype=dtype,
-                              batch_size=self.datarc.train_batch_size,
-                              num_workers=self.datarc.num_workers, device=self.device)
-        else:
-            _wait_until(lambda: mismatch() is None, f"rank 0 to build the teacher cache {folder}")
-        if torch.distributed.is_available() and torch.distributed.is_initialized():
-            torch.distributed.barrier()
-        cache = TeacherCache(folder)
-        described = cache.describe()
-        logger.info("teacher cache %s: %d utterances, %.1f MiB (%.2f GiB per hour of audio, "
-                    "%s x %d layers x %d dims)", folder, described["utterances"],
-                    described["bytes"] / 2**20, described["bytes_per_audio_hour"] / 2**30,
-                    described["dtype"], described["layers"], described["dim"])
-        return cache
-
-    def cached_targets(self, ids, wav_lengths: Tensor):
-        """Targets of a batch from the teacher cache: (J x [B, T, D] float32 on the device, [B]).
+    def cached_targets(self, ids, wav_lengths: Tensor, cache: Optional[TeacherCache] = None):
+        """Targets of a batch from the teacher cache (default: the training one): (J x [B, T, D]
+        float32 on the device, [B]).
 
         Raises:
             TeacherCacheError: an utterance is not cached or is fed with other samples than cached.
         """
+        cache = cache if cache is not None else self.teacher_cache
         for utt_id, samples in zip(ids, wav_lengths.tolist()):
-            self.teacher_cache.check_utterance(utt_id, samples)
-        targets, lengths = self.teacher_cache.batch_targets(ids, layers=self.task.target_layers)
+            cache.check_utterance(utt_id, samples)
+        targets, lengths = cache.batch_targets(ids, layers=self.task.target_layers)
         targets = [t.to(self.device, non_blocking=True) for t in targets]
         return targets, lengths.to(self.device, non_blocking=True)
 
@@ -227,15 +203,17 @@ class UpstreamPretrainExpert(nn.Module):
             records[name].append(float(value))
         return loss, records
 
-    def compute(self, data: Mapping[str, Any]):
-        """(loss [], terms {name: detached scalar}) for one collated batch."""
+    def compute(self, data: Mapping[str, Any], dev: bool = False):
+        """(loss [], terms {name: detached scalar}) for one collated batch (``dev``: a batch of
+        ``dev_loader``, whose targets come from the dev teacher cache when there is one)."""
         wavs = data["wavs"].to(self.device, non_blocking=True)
         lengths = data["wav_lengths"].to(self.device, non_blocking=True)
         if wavs.shape[0] == 0:  # every file of the batch was bad (bad_files: skip)
             zero = sum(p.sum() for p in self.model.parameters()) * 0.0
             return zero, {}
-        if self.teacher_cache is not None:
-            targets = self.cached_targets(data["ids"], data["wav_lengths"])
+        cache = self.dev_teacher_cache if dev else self.teacher_cache
+        if cache is not None:
+            targets = self.cached_targets(data["ids"], data["wav_lengths"], cache)
             loss, terms = self._forward_task(wavs, lengths, targets=targets)
         else:
             loss, terms = self._forward_task(wavs, lengths)
