@@ -405,3 +405,12 @@ def test_dev_set_keys(tmp_path):
         cfg(tmp_path, audio_dir="x", dev_sets=["dev-clean"])
     with pytest.raises(ConfigError, match="at most one dev set"):
         cfg(tmp_path, audio_dir="x", dev_audio_dir="y", dev_file_list="z")
+
+
+def test_unwritable_length_index_is_not_fatal(tmp_path, caplog):
+    write(tmp_path / "audio" / "a.wav")
+    (tmp_path / "file").write_text("x")
+    c = cfg(tmp_path, audio_dir=str(tmp_path / "audio"), length_index=str(tmp_path / "file" / "index.tsv"))
+    with caplog.at_level(logging.WARNING):
+        assert len(build_length_index(c)) == 1
+    assert "cannot be written" in caplog.text and "continuing without it" in caplog.text

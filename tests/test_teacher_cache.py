@@ -205,3 +205,76 @@ def test_changed_source_files_are_noticed(tmp_path, teacher):
     assert cache_mismatch(str(tmp_path), info, [1], fed, sources={"a": "100:1", "b": "7:7"}) is None
     assert "the file of 'b' changed" in cache_mismatch(str(tmp_path), info, [1], fed,
                                                        sources={"a": "100:1", "b": "9:9"})
+
+
+def test_second_builder_waits_for_the_first_then_reuses(tmp_path, teacher, caplog):
+    """Two runs sharing one cache folder (two students of one teacher) must not build it at once."""
+    import threading
+    import time
+
+    from s3prl_distill.pretrain.teacher_cache import build_lock, claim_folder, prepare_teacher_cache
+
+    class Data:  # what prepare_teacher_cache reads of a DistillDataset
+        ids, full_lengths, lengths, fingerprints, sample_rate = ["a", "b"], [3000, 2000], [3000, 2000], ["1:1", "2:2"], 16000
+
+        def __len__(self):
+            return 2
+
+        def __getitem__(self, key):
+            i = key[0]
+            return {"wav": _wavs([3000, 2000])[i], "index": i, "id": self.ids[i]}
+
+    folder = str(tmp_path / "cache")
+    claim_folder(folder)
+    done = []
+    worker = threading.Thread(target=lambda: done.append(prepare_teacher_cache(folder, teacher, Data(), [1])))
+    with caplog.at_level("INFO"):
+        with build_lock(folder):  # the other run holds the folder
+            worker.start()
+            time.sleep(0.5)
+            assert worker.is_alive() and not done  # waiting, not building
+            write_teacher_cache(folder, teacher, ["a", "b"], _wavs([3000, 2000]), layers=[1],
+                                sources=["1:1", "2:2"])
+        worker.join(60)
+    assert done and len(done[0]) == 2
+    assert "another process is checking or building it" in caplog.text and ": reused" in caplog.text
+
+
+def test_a_build_that_cannot_fit_stops_before_running_the_teacher(tmp_path, teacher, monkeypatch):
+    import collections
+
+    from s3prl_distill.pretrain import teacher_cache as cache_mod
+
+    usage = collections.namedtuple("usage", "total used free")
+    monkeypatch.setattr(cache_mod.shutil, "disk_usage", lambda p: usage(10**9, 10**9 - 1000, 1000))
+
+    class Data:
+        ids, lengths, full_lengths, sample_rate = ["a"], [160000], [160000], 16000
+
+        def __len__(self):
+            return 1
+
+        def __getitem__(self, key):
+            raise AssertionError("the teacher must not run")
+
+    with pytest.raises(TeacherCacheError, match=r"needs about .* GiB \(2 layers x 32 dims in float16\) "
+                                                r"but only 0.0 GiB are free.*int8"):
+        cache_mod.cache_dataset(str(tmp_path), teacher, Data(), [1, 2])
+    # 500 frames x 2 layers x (32 x 2 bytes); int8: 32 bytes + a 4-byte scale per frame and layer
+    assert cache_mod.estimate_bytes([160000], [1, 2], 32, torch.float16) == 500 * 2 * 64
+    assert cache_mod.estimate_bytes([160000], [1, 2], 32, torch.int8) == 500 * 2 * 36
+
+
+def test_full_disk_while_writing_a_shard_is_named(tmp_path, teacher, monkeypatch):
+    import errno
+
+    import safetensors.torch
+
+    def full(tensors, path, metadata=None):
+        raise RuntimeError("Error while serializing: I/O error: No space left on device (os error 28)")
+
+    monkeypatch.setattr(safetensors.torch, "save_file", full)
+    with pytest.raises(OSError) as info:
+        write_teacher_cache(str(tmp_path), teacher, ["a"], _wavs([3000]), layers=[1])
+    assert info.value.errno == errno.ENOSPC and "shard-00000.safetensors" in info.value.filename
+    assert "No space left on device while writing" in str(info.value)

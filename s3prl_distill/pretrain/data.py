@@ -106,6 +106,8 @@ def _escape(text: str) -> str:
 
 
 def _unescape(text: str) -> str:
+    if "%" not in text:  # escaped fields are ASCII: nothing to undo
+        return text
     return os.fsdecode(urllib.parse.unquote_to_bytes(text))
 
 
@@ -396,7 +398,13 @@ def build_length_index(datarc, index_path: Optional[str] = None,
         entries.append(entry)
     if probed or len(known) != len(entries):
         remove_stale_temp_files(index_path, min_age_s=3600.0)
-        _write_index(index_path, root, entries)
+        try:
+            _write_index(index_path, root, entries)
+        except OSError as err:  # read-only cache folder, full disk: the index only saves time
+            logger.warning("length index %s: cannot be written (%s); continuing without it (the "
+                           "next run reads the headers again; set datarc.length_index to a "
+                           "writable file)", index_path, err)
+            return entries
         logger.info("length index %s: %d files (%d headers read, %d of them changed since indexed; "
                     "%d reused)", index_path, len(entries), probed, changed, len(entries) - probed)
     else:

@@ -43,10 +43,13 @@ same as when cached); :meth:`TeacherCache.check_utterance` verifies the sample c
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import json
 import logging
 import os
 import re
+import shutil
 import time
 from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 
@@ -72,6 +75,9 @@ __all__ = [
     "dev_cache_folder",
     "quantize_int8",
     "dequantize_int8",
+    "build_lock",
+    "estimate_bytes",
+    "check_disk_space",
 ]
 
 FORMAT = "s3prl_distill.teacher_cache"
@@ -112,6 +118,10 @@ def dequantize_int8(q: Tensor, scale: Tensor) -> Tensor:
 
 
 _OWN_NAMES = re.compile(r"^(index\.json|shard-\d{5}\.safetensors|\.tmp-index\.json-.*)$")
+#: safetensors' save_file writes through ``.tmp`` + 6 characters in the same folder, then renames
+_SAFETENSORS_TEMP = re.compile(r"^\.tmp[A-Za-z0-9]{6}$")
+#: held (flock) while a process checks and builds a cache folder
+LOCK_NAME = ".build.lock"
 
 
 def _our_index(folder: str) -> bool:
@@ -151,9 +161,14 @@ def claim_folder(folder: str) -> None:
             )
         from s3prl_distill.io import atomic_write_text
 
-        atomic_write_text(f"{FORMAT}: this folder is a teacher-target cache written by "
-                          "s3prl_distill; delete the whole folder to remove it\n",
-                          os.path.join(folder, MARKER))
+        try:
+            atomic_write_text(f"{FORMAT}: this folder is a teacher-target cache written by "
+                              "s3prl_distill; delete the whole folder to remove it\n",
+                              os.path.join(folder, MARKER))
+        except OSError:
+            if not foreign:  # an empty folder we cannot write to: the build will say why
+                raise
+            logger.debug("teacher cache %s: read-only; using it as it is", folder)
     from s3prl_distill.io import remove_stale_temp_files
 
     removed = remove_stale_temp_files(os.path.join(folder, "index.json"))
@@ -232,7 +247,16 @@ class TeacherCacheWriter:
         from safetensors.torch import save_file
 
         if self._shard:
-            save_file(self._shard, os.path.join(self.folder, self._shard_name()))
+            path = os.path.join(self.folder, self._shard_name())
+            try:
+                save_file(self._shard, path)
+            except Exception as err:  # safetensors: "I/O error: ... (os error 28)"
+                text = str(err)
+                if "os error 28" in text or "No space left" in text or "os error 122" in text:
+                    raise OSError(errno.ENOSPC, f"No space left on device while writing {path} "
+                                  "(free disk space, write the cache elsewhere, or use "
+                                  "teacher_cache_dtype: int8, half of float16)", path) from err
+                raise
             self._shard_no += 1
             self._shard, self._shard_size = {}, 0
 
@@ -261,14 +285,15 @@ class TeacherCacheWriter:
 def invalidate_cache(folder: str) -> None:
     """Remove ``index.json`` first, then the shards (a half-removed cache never looks valid).
 
-    Only for folders of ours (:func:`claim_folder`): it deletes ``index.json`` and
-    ``shard-NNNNN.safetensors``, nothing else.
+    Only for folders of ours (:func:`claim_folder`): it deletes ``index.json``,
+    ``shard-NNNNN.safetensors`` and the ``.tmpXXXXXX`` files safetensors writes shards through
+    (left behind when a build is killed mid-shard), nothing else.
     """
     index = os.path.join(folder, "index.json")
     if os.path.exists(index):
         os.unlink(index)
     for name in os.listdir(folder):
-        if name.startswith("shard-") and name.endswith(".safetensors"):
+        if (name.startswith("shard-") and name.endswith(".safetensors")) or _SAFETENSORS_TEMP.match(name):
             os.unlink(os.path.join(folder, name))
 
 
@@ -555,6 +580,7 @@ def cache_dataset(folder: str, teacher: torch.nn.Module, dataset, layers: Sequen
                         num_workers=num_workers)
     fingerprints = getattr(dataset, "fingerprints", None)
     writer = TeacherCacheWriter(folder, layers, dtype)
+    check_disk_space(folder, teacher, dataset.lengths, layers, dtype)
     sr = float(getattr(dataset, "sample_rate", 16000))
     total_s = sum(int(n) for n in dataset.lengths) / sr
     done_s, start, last_log = 0.0, time.monotonic(), time.monotonic()
@@ -577,6 +603,33 @@ def cache_dataset(folder: str, teacher: torch.nn.Module, dataset, layers: Sequen
     return writer.finish(teacher_info(teacher), int(getattr(teacher, "downsample_rate", 320)))
 
 
+def estimate_bytes(lengths: Sequence[int], layers: Sequence[int], dim: int, dtype: torch.dtype,
+                   rate: int = 320) -> int:
+    """Shard bytes of a cache of utterances of ``lengths`` samples (an upper bound: one frame
+    per ``rate`` samples, rounded up)."""
+    frames = sum(-(-int(n) // int(rate)) for n in lengths)
+    element = torch.tensor([], dtype=dtype).element_size()
+    return frames * len(layers) * (int(dim) * element + (4 if dtype == torch.int8 else 0))
+
+
+def check_disk_space(folder: str, teacher: torch.nn.Module, lengths: Sequence[int],
+                     layers: Sequence[int], dtype: torch.dtype) -> None:
+    """Raise before a build that cannot fit on the disk of ``folder`` (hours of teacher passes
+    would end in a full disk)."""
+    dim = getattr(teacher, "dim", None)
+    if not dim:
+        return
+    need = estimate_bytes(lengths, layers, int(dim), dtype, int(getattr(teacher, "downsample_rate", 320)))
+    free = shutil.disk_usage(folder).free
+    if need > free:
+        raise TeacherCacheError(
+            f"teacher_cache {folder}: the cache needs about {need / 2**30:.1f} GiB "
+            f"({len(layers)} layers x {dim} dims in {_dtype_name(dtype)}) but only "
+            f"{free / 2**30:.1f} GiB are free there; free space, give a folder on another disk, "
+            "or set teacher_cache_dtype: int8 (half of float16)"
+        )
+
+
 def dev_cache_folder(folder: str) -> str:
     """Where the dev set's targets of the training cache ``folder`` live (``<folder>/dev``; dev
     utterance ids may repeat training ids, e.g. two folders' ``spk1/a.wav``, so they get their own
@@ -597,6 +650,35 @@ def wait_until(ready: Callable[[], bool], what: str, poll_s: float = 1.0,
             last = time.monotonic()
             logger.info("waiting for %s (%.0f s)", what, last - start)
         time.sleep(poll_s)
+
+
+@contextlib.contextmanager
+def build_lock(folder: str):
+    """Hold an exclusive lock on ``folder`` (``flock`` of :data:`LOCK_NAME`) while checking and
+    building it, so that two runs sharing a cache folder (two students of one teacher) never
+    build it at once: the second waits, then finds the cache valid and reuses it. A folder where
+    the lock file cannot be created (read-only) is used without a lock."""
+    import fcntl
+
+    from s3prl_distill.io import file_mode
+
+    path = os.path.join(folder, LOCK_NAME)
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, file_mode())
+    except OSError as err:
+        logger.debug("teacher cache %s: no build lock (%s)", folder, err)
+        yield
+        return
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            logger.info("teacher cache %s: another process is checking or building it; waiting "
+                        "for it (lock %s)", folder, path)
+            fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # releases the lock
 
 
 def prepare_teacher_cache(folder: str, teacher: torch.nn.Module, dataset, layers: Sequence[int], *,
@@ -624,16 +706,18 @@ def prepare_teacher_cache(folder: str, teacher: torch.nn.Module, dataset, layers
         return cache_mismatch(folder, info, layers, wanted, dtype, sources)
 
     if rank == 0:
-        reason = mismatch()
-        if reason is None:
-            logger.info("teacher cache %s: reused (it holds layers %s of this teacher for all "
-                        "%d utterances)", folder, list(layers), len(wanted))
-        else:
-            logger.info("teacher cache %s: building it (%s)", folder, reason)
-            if device is not None:
-                teacher.to(device)
-            cache_dataset(folder, teacher, dataset, layers, dtype=dtype, batch_size=batch_size,
-                          num_workers=num_workers, device=device)
+        claim_folder(folder)
+        with build_lock(folder):  # another run on the same folder builds first, then we reuse
+            reason = mismatch()
+            if reason is None:
+                logger.info("teacher cache %s: reused (it holds layers %s of this teacher for all "
+                            "%d utterances)", folder, list(layers), len(wanted))
+            else:
+                logger.info("teacher cache %s: building it (%s)", folder, reason)
+                if device is not None:
+                    teacher.to(device)
+                cache_dataset(folder, teacher, dataset, layers, dtype=dtype, batch_size=batch_size,
+                              num_workers=num_workers, device=device)
     else:
         wait_until(lambda: mismatch() is None, f"rank 0 to build the teacher cache {folder}")
     if torch.distributed.is_available() and torch.distributed.is_initialized():
