@@ -88,9 +88,8 @@ def _atomic_replace(path: PathLike, write) -> None:
             os.unlink(tmp)
         full = _disk_full(err) if isinstance(err, Exception) else None
         if full is not None:
-            raise OSError(full.errno, f"{os.strerror(full.errno)} while writing {path} (free disk "
-                          "space or write elsewhere; the previous file, if any, is unchanged)",
-                          path) from err
+            # the previous file, if any, is unchanged; errors.user_message adds what to do
+            raise OSError(full.errno, os.strerror(full.errno), path) from err
         raise
     try:
         dir_fd = os.open(folder, os.O_RDONLY)

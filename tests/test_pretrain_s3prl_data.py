@@ -170,3 +170,45 @@ def test_stale_table_is_a_bad_file(tmp_path):
                                         r"has 9000: the table is stale"):
         DistillDataset(_datarc(tmp_path, sets=SETS[:1], bad_files="error"))
     assert DistillDataset(_datarc(tmp_path, sets=SETS[:1])).ids == [rows[SETS[0]][0][0]]
+
+
+@pytest.mark.slow
+def test_run_with_s3prl_datarc_resumes_bit_identically(tmp_path):
+    """S3PRL's datarc keys + bucketing: s3prl + a dev set through our runner; kill-free resume."""
+    import torch
+
+    from distill_fixtures import make_teacher, model_yaml, runner_config
+    from s3prl_distill.checkpoint import read_checkpoint
+    from s3prl_distill.pretrain.trainer import list_checkpoints
+    from s3prl_distill.run_pretrain import parse_args, run
+
+    rng = np.random.default_rng(1)
+    rows = {"train-clean-100": [(f"train-clean-100/1/1/1-1-{i:04d}.flac", int(rng.integers(6000, 20000)))
+                                for i in range(10)],
+            "dev-clean": [(f"dev-clean/2/2/2-2-{i:04d}.flac", int(rng.integers(6000, 20000))) for i in range(3)]}
+    for name, table in rows.items():
+        root = tmp_path / "LibriSpeech"
+        for rel, length in table:
+            (root / rel).parent.mkdir(parents=True, exist_ok=True)
+            sf.write(str(root / rel), (0.1 * rng.standard_normal(length)).astype(np.float32), 16000)
+        _write_table(tmp_path / "len_for_bucket" / f"{name}.csv", table)
+    teacher = make_teacher(tmp_path / "teacher.pt")
+    model = model_yaml(tmp_path, teacher)
+    runner = runner_config(tmp_path, tmp_path, total_steps=4, save_step=2, batch_size=3, crop_seconds=0.0,
+                           extra_datarc={"audio_dir": None, "libri_root": str(tmp_path / "LibriSpeech"),
+                                         "file_path": str(tmp_path / "len_for_bucket"),
+                                         "sets": ["train-clean-100"], "max_timestep": 0,
+                                         "bucketing": "s3prl", "dev_sets": ["dev-clean"]})
+
+    def args(expdir):
+        return parse_args(["-u", "distiller", "-g", str(model), "-c", str(runner), "-p",
+                           str(tmp_path / expdir), "--device", "cpu", "--seed", "7"])
+
+    full = run(args("full"))
+    run(args("part"))
+    for step, path in list_checkpoints(str(tmp_path / "part")):
+        if step != 2:
+            os.remove(path)
+    resumed = run(args("part"))
+    a, b = read_checkpoint(full)["state_dict"], read_checkpoint(resumed)["state_dict"]
+    assert all(torch.equal(a[k], b[k]) for k in a)

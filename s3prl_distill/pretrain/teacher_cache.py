@@ -253,9 +253,7 @@ class TeacherCacheWriter:
             except Exception as err:  # safetensors: "I/O error: ... (os error 28)"
                 text = str(err)
                 if "os error 28" in text or "No space left" in text or "os error 122" in text:
-                    raise OSError(errno.ENOSPC, f"No space left on device while writing {path} "
-                                  "(free disk space, write the cache elsewhere, or use "
-                                  "teacher_cache_dtype: int8, half of float16)", path) from err
+                    raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), path) from err
                 raise
             self._shard_no += 1
             self._shard, self._shard_size = {}, 0
