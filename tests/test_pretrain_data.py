@@ -375,7 +375,8 @@ def test_dev_loader_whole_utterances_fixed_order_split_across_ranks(tmp_path):
     (root / "dev-clean" / "2" / "2" / "2-2-0009.flac").write_bytes(b"not audio")  # screened as in training
     c = cfg(tmp_path, libri_root=str(root), sets=["train-clean-100"], dev_sets=["dev-clean"],
             crop_seconds=0.5, train_batch_size=2)
-    assert build_dev_loader(cfg(tmp_path, libri_root=str(root), sets=["train-clean-100"]), min_samples=400) is None
+    no_dev = cfg(tmp_path, libri_root=str(root), sets=["train-clean-100"])
+    assert build_dev_loader(no_dev, min_samples=400) is None
     loader = build_dev_loader(c, min_samples=400)
     dev = loader.dataset
     assert sorted(dev.ids) == [f"dev-clean/2/2/2-2-{i:04d}.flac" for i in range(5)]

@@ -215,7 +215,8 @@ def test_second_builder_waits_for_the_first_then_reuses(tmp_path, teacher, caplo
     from s3prl_distill.pretrain.teacher_cache import build_lock, claim_folder, prepare_teacher_cache
 
     class Data:  # what prepare_teacher_cache reads of a DistillDataset
-        ids, full_lengths, lengths, fingerprints, sample_rate = ["a", "b"], [3000, 2000], [3000, 2000], ["1:1", "2:2"], 16000
+        ids, fingerprints, sample_rate = ["a", "b"], ["1:1", "2:2"], 16000
+        full_lengths = lengths = [3000, 2000]
 
         def __len__(self):
             return 2

@@ -162,7 +162,8 @@ class DataConfig:
             raise ConfigError("teacher_cache: expected a folder path or null (off), got an empty string")
         dev = [k for k in ("dev_sets", "dev_audio_dir", "dev_file_list") if getattr(self, k)]
         if len(dev) > 1:
-            raise ConfigError(f"give at most one dev set: dev_sets, dev_audio_dir or dev_file_list; got {dev}")
+            raise ConfigError("give at most one dev set: dev_sets, dev_audio_dir or dev_file_list; "
+                              f"got {dev}")
         if self.dev_sets and not self.libri_root:
             raise ConfigError("dev_sets: LibriSpeech subsets need libri_root; for other sources "
                               "give dev_audio_dir or dev_file_list")

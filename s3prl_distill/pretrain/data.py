@@ -27,7 +27,7 @@ bytes that are not UTF-8 - round-trips)::
 
     # s3prl_distill length index v2
     path<TAB>num_frames<TAB>sample_rate<TAB>channels<TAB>size<TAB>mtime_ns<TAB>status
-    train-clean-100/19/198/19-198-0001.flac<TAB>225360<TAB>16000<TAB>1<TAB>314159<TAB>1700000000000000000<TAB>ok
+    train-clean-100/19/198/19-198-0001.flac<TAB>225360<TAB>16000<TAB>1<TAB>314159<TAB>17000...<TAB>ok
 
 ``path`` is relative to the source root; ``status`` is ``ok`` or the reason the header failed.
 An index of an older version is rebuilt (logged); a file that is not a length index is refused,

@@ -35,7 +35,8 @@ from s3prl_distill.distill.config import DistillConfig
 from s3prl_distill.distill.losses import build_loss
 from s3prl_distill.distill.task import DistillationTask
 from s3prl_distill.pretrain.config import DataConfig
-from s3prl_distill.pretrain.dataset import DistillDataset, build_dev_dataset, build_dev_loader, build_train_loader
+from s3prl_distill.pretrain.dataset import (DistillDataset, build_dev_dataset, build_dev_loader,
+                                            build_train_loader)
 from s3prl_distill.pretrain.teacher_cache import TeacherCache, dev_cache_folder, prepare_teacher_cache
 
 logger = logging.getLogger(__name__)
