@@ -23,7 +23,7 @@ from __future__ import annotations
 import logging
 import os
 from collections import defaultdict
-from typing import Any, Callable, Dict, Mapping, MutableMapping, Optional, Union
+from typing import Any, Dict, Mapping, MutableMapping, Optional, Union
 
 import torch
 from torch import Tensor, nn
