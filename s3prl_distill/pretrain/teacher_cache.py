@@ -137,7 +137,6 @@ def claim_folder(folder: str) -> None:
 
     A missing or empty folder is created and marked (:data:`MARKER`); a folder with the marker, or
     with a teacher-cache ``index.json`` of this package (caches made before the marker), is ours.
-    Temporary index files a killed build left behind are removed.
 
     Raises:
         TeacherCacheError: the path is a file, or the folder holds files this package did not
@@ -169,12 +168,6 @@ def claim_folder(folder: str) -> None:
             if not foreign:  # an empty folder we cannot write to: the build will say why
                 raise
             logger.debug("teacher cache %s: read-only; using it as it is", folder)
-    from s3prl_distill.io import remove_stale_temp_files
-
-    removed = remove_stale_temp_files(os.path.join(folder, "index.json"))
-    if removed:
-        logger.info("teacher cache %s: removed %d temporary file(s) of an interrupted build",
-                    folder, len(removed))
 
 
 class TeacherCacheWriter:
@@ -281,7 +274,8 @@ class TeacherCacheWriter:
 
 
 def invalidate_cache(folder: str) -> None:
-    """Remove ``index.json`` first, then the shards (a half-removed cache never looks valid).
+    """Remove ``index.json`` first, then the shards (a half-removed cache never looks valid),
+    then the temporary files an interrupted build left (``.tmp-index.json-*``).
 
     Only for folders of ours (:func:`claim_folder`): it deletes ``index.json``,
     ``shard-NNNNN.safetensors`` and the ``.tmpXXXXXX`` files safetensors writes shards through
@@ -293,6 +287,12 @@ def invalidate_cache(folder: str) -> None:
     for name in os.listdir(folder):
         if (name.startswith("shard-") and name.endswith(".safetensors")) or _SAFETENSORS_TEMP.match(name):
             os.unlink(os.path.join(folder, name))
+    from s3prl_distill.io import remove_stale_temp_files
+
+    removed = remove_stale_temp_files(index)
+    if removed:
+        logger.info("teacher cache %s: removed %d temporary file(s) of an interrupted build",
+                    folder, len(removed))
 
 
 def teacher_info(teacher: torch.nn.Module) -> Dict[str, Any]:
