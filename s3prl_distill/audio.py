@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import logging
 import os
+import sys
 from typing import List, NamedTuple, Optional, Sequence, Set, Tuple, Union
 
 import numpy as np
@@ -78,6 +79,13 @@ def _warn_once(key: Tuple[str, object], message: str, *args) -> None:
         logger.warning(message + " (logged once; further cases at DEBUG level)", *args)
 
 
+def _sf_path(path: str):
+    """The path as soundfile should get it: bytes on POSIX, so that a file name that is not
+    valid UTF-8 (read back by Python with surrogate escapes) opens instead of failing with
+    ``surrogates not allowed`` (soundfile encodes ``str`` paths strictly)."""
+    return path if sys.platform == "win32" else os.fsencode(path)
+
+
 def _check_path(path: PathLike) -> str:
     path = os.fspath(path)
     if not os.path.exists(path):
@@ -95,7 +103,7 @@ def audio_info(path: PathLike) -> AudioInfo:
     """
     path = _check_path(path)
     try:
-        info = sf.info(path)
+        info = sf.info(_sf_path(path))
     except Exception as err:  # soundfile raises LibsndfileError / RuntimeError / TypeError
         raise AudioError(
             f"{path}: not a readable audio file (expected WAV/FLAC/OGG readable by soundfile): {err}"
@@ -178,7 +186,8 @@ def read_samples(
     if isinstance(source, (str, os.PathLike)):
         source = _check_path(source)
     try:
-        data, sr = sf.read(source, frames=num_frames, start=offset, dtype=dtype, always_2d=True)
+        opened = _sf_path(source) if isinstance(source, str) else source
+        data, sr = sf.read(opened, frames=num_frames, start=offset, dtype=dtype, always_2d=True)
     except Exception as err:
         raise AudioError(
             f"{where}: not a readable audio file (expected WAV/FLAC/OGG readable by soundfile): {err}"
@@ -297,7 +306,7 @@ def write_audio(
     folder = os.path.dirname(os.path.abspath(path))
     os.makedirs(folder, exist_ok=True)
     try:
-        sf.write(path, array, int(sample_rate), subtype=subtype)
+        sf.write(_sf_path(path), array, int(sample_rate), subtype=subtype)
     except Exception as err:
         raise AudioError(f"{path}: cannot write audio (format from the extension): {err}") from err
 

@@ -36,27 +36,75 @@ from s3prl_distill.errors import UserError
 
 T = TypeVar("T")
 
-__all__ = ["ConfigError", "from_dict", "to_dict", "load_yaml", "load_section"]
+__all__ = ["ConfigError", "from_dict", "to_dict", "load_yaml", "parse_yaml", "load_section"]
 
 
 class ConfigError(UserError):
     """A configuration value is missing, unknown, of the wrong type, or impossible."""
 
 
-def load_yaml(path: Union[str, os.PathLike]) -> Dict[str, Any]:
-    """Read a YAML file whose top level is a mapping.
+class _DuplicateKey(yaml.YAMLError):
+    def __init__(self, key: Any, first_line: int, line: int):
+        super().__init__(f"duplicate key {key!r}")
+        self.key, self.first_line, self.line = key, first_line, line
+
+
+class _StrictLoader(yaml.SafeLoader):
+    """PyYAML's safe loader, except that a key given twice in one mapping is an error.
+
+    (PyYAML keeps the last value silently: a second ``runner:`` section would replace the first.)
+    Merge keys (``<<: *anchor``) still override as YAML defines.
+    """
+
+    def construct_mapping(self, node, deep=False):
+        if isinstance(node, yaml.MappingNode):
+            seen: Dict[Any, int] = {}
+            for key_node, _ in node.value:
+                if key_node.tag == "tag:yaml.org,2002:merge":
+                    continue
+                key = self.construct_object(key_node, deep=True)
+                try:
+                    first = seen.get(key)
+                except TypeError:  # unhashable key: PyYAML reports it itself
+                    continue
+                line = key_node.start_mark.line + 1
+                if first is not None:
+                    raise _DuplicateKey(key, first, line)
+                seen[key] = line
+        return super().construct_mapping(node, deep=deep)
+
+
+def parse_yaml(text: str, where: str = "<string>") -> Any:
+    """Parse YAML text safely (no Python objects) and strictly (duplicate keys are errors).
 
     Raises:
-        ConfigError: if the file is missing, is not valid YAML, or is not a mapping.
+        ConfigError: naming ``where`` (and the key and both lines of a duplicate key).
+    """
+    try:
+        return yaml.load(text, Loader=_StrictLoader)  # noqa: S506 - a SafeLoader subclass
+    except _DuplicateKey as err:
+        raise ConfigError(f"{where}: key {err.key!r} is given twice (lines {err.first_line} and "
+                          f"{err.line}); YAML would keep only the second: remove one") from None
+    except yaml.YAMLError as err:
+        raise ConfigError(f"{where}: not valid YAML: {err}") from err
+
+
+def load_yaml(path: Union[str, os.PathLike]) -> Dict[str, Any]:
+    """Read a YAML file whose top level is a mapping (duplicate keys are errors).
+
+    Raises:
+        ConfigError: if the file is missing, is not valid YAML, gives a key twice in one mapping,
+            or is not a mapping.
     """
     path = os.fspath(path)
     if not os.path.isfile(path):
         raise ConfigError(f"{path}: config file not found")
     with open(path, "r", encoding="utf-8") as handle:
         try:
-            data = yaml.safe_load(handle)
-        except yaml.YAMLError as err:
-            raise ConfigError(f"{path}: not valid YAML: {err}") from err
+            text = handle.read()
+        except UnicodeDecodeError as err:
+            raise ConfigError(f"{path}: not a UTF-8 text file ({err})") from err
+    data = parse_yaml(text, path)
     if data is None:
         data = {}
     if not isinstance(data, dict):

@@ -98,3 +98,25 @@ def test_yaml_never_constructs_python_objects(tmp_path):
     evil.write_text("s: !!python/object/apply:os.system ['echo hi']\n")
     with pytest.raises(ConfigError, match="not valid YAML"):
         load_yaml(evil)
+
+
+def test_duplicate_keys_are_refused_naming_file_key_and_lines(tmp_path):
+    """PyYAML keeps the last of two equal keys: a second `runner:` would silently replace the first."""
+    path = tmp_path / "runner.yaml"
+    path.write_text("runner:\n  total_steps: 10\n  log_step: 5\noptimizer:\n  lr: 1.0\n"
+                    "runner:\n  save_step: 2\n")
+    with pytest.raises(ConfigError) as info:
+        load_yaml(path)
+    assert str(info.value).startswith(f"{path}: key 'runner' is given twice (lines 1 and 6)")
+    nested = tmp_path / "nested.yaml"
+    nested.write_text("s:\n  name: x\n  inner: {dim: 2, dim: 3}\n")
+    with pytest.raises(ConfigError, match=r"nested.yaml: key 'dim' is given twice \(lines 3 and 3\)"):
+        load_section(Outer, nested, "s")
+
+
+def test_merge_keys_and_equal_keys_in_different_mappings_still_work(tmp_path):
+    path = tmp_path / "ok.yaml"
+    path.write_text("base: &b {dim: 2, rate: 1.0}\ns:\n  name: x\n  inner:\n    <<: *b\n    dim: 5\n"
+                    "t:\n  name: y\n  inner: {dim: 2}\n")
+    data = load_yaml(path)
+    assert data["s"]["inner"] == {"dim": 5, "rate": 1.0} and data["t"]["inner"] == {"dim": 2}

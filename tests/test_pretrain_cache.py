@@ -66,7 +66,7 @@ def test_random_crop_shorter_than_an_utterance_is_refused(setup):
 
 @pytest.mark.parametrize("key,value,match", [
     ("teacher_cache", "  ", "teacher_cache: expected a folder path"),
-    ("teacher_cache_dtype", "int8", "teacher_cache_dtype"),
+    ("teacher_cache_dtype", "int4", "teacher_cache_dtype"),
 ])
 def test_bad_cache_keys_name_the_key(setup, key, value, match):
     tmp_path, teacher = setup
@@ -182,6 +182,7 @@ def test_other_ranks_wait_for_rank0_and_never_build(setup, monkeypatch):
     from s3prl_distill.distill.config import DistillConfig
     from s3prl_distill.pretrain import build as expert_mod
     from s3prl_distill.pretrain.config import DataConfig
+    from s3prl_distill.pretrain import teacher_cache as cache_mod
 
     tmp_path, teacher = setup
     model = model_yaml(tmp_path, teacher)
@@ -193,10 +194,10 @@ def test_other_ranks_wait_for_rank0_and_never_build(setup, monkeypatch):
         _expert(tmp_path, model)
         assert ready()
 
-    monkeypatch.setattr(expert_mod, "_wait_until", fake_wait)
-    real_build = expert_mod.cache_dataset
+    monkeypatch.setattr(cache_mod, "wait_until", fake_wait)
+    real_build = cache_mod.cache_dataset
     builders = []
-    monkeypatch.setattr(expert_mod, "cache_dataset",
+    monkeypatch.setattr(cache_mod, "cache_dataset",
                         lambda *a, **kw: builders.append(kw) or real_build(*a, **kw))
     torch.manual_seed(0)
     rank1 = expert_mod.build_run(DistillConfig.from_yaml(model), from_dict(DataConfig, _datarc(tmp_path)),
@@ -220,3 +221,84 @@ def test_runner_bench_times_live_build_and_reuse(setup):
     assert result["cache"]["utterances"] == 4 and result["cache"]["layers"] == 2
     assert "run_pretrain+cache(reuse)" in format_runner(result)
     assert not [p for p in tmp_path.iterdir() if p.name.startswith("s3prl_distill_runner_bench_")]
+
+
+def test_changed_audio_is_noticed_by_index_and_cache(setup, caplog):
+    """Issue 14.2: same length, other samples reused stale targets; a new length was never re-read
+    (the length index was keyed by path) and the run died at the cache with wrong advice."""
+    import numpy as np
+    import soundfile as sf
+
+    tmp_path, teacher = setup
+    model = model_yaml(tmp_path, teacher)
+    first = _expert(tmp_path, model)
+    path = sorted((tmp_path / "audio").rglob("*.wav"))[0]
+    utt = os.path.relpath(path, tmp_path / "audio")
+    old = first.run.cache.targets(utt)[0]
+    samples = sf.info(str(path)).frames
+    stat = os.stat(path)
+    sf.write(str(path), (0.2 * np.random.default_rng(9).standard_normal(samples)).astype(np.float32), 16000)
+    os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns + 10**9))
+    with caplog.at_level("INFO"):
+        second = _expert(tmp_path, model)
+    assert f"the file of {utt!r} changed since it was cached" in caplog.text and "building it" in caplog.text
+    assert not torch.equal(second.run.cache.targets(utt)[0], old)
+    sf.write(str(path), np.zeros(samples + 1600, dtype=np.float32) + 0.1, 16000)  # another length
+    caplog.clear()
+    with caplog.at_level("INFO"):
+        third = _expert(tmp_path, model)
+    assert "1 of them changed since indexed" in caplog.text and "building it" in caplog.text
+    for batch in third.get_train_dataloader():  # no "cached from N samples but is fed with M"
+        third.run.step(third.task, batch)
+
+
+def test_cache_folder_with_foreign_files_is_refused(setup):
+    from s3prl_distill.pretrain.teacher_cache import TeacherCacheError
+
+    tmp_path, teacher = setup
+    (tmp_path / "cache").mkdir()
+    (tmp_path / "cache" / "index.json").write_text('{"someone": "else"}')
+    with pytest.raises(TeacherCacheError, match="did not write .*refusing to overwrite"):
+        _expert(tmp_path, model_yaml(tmp_path, teacher))
+    assert (tmp_path / "cache" / "index.json").read_text() == '{"someone": "else"}'
+
+
+def test_sample_rate_other_than_the_teachers_stops_the_run(setup):
+    tmp_path, teacher = setup
+    with pytest.raises(ConfigError, match=r"pretrain_expert\.datarc: datarc\.sample_rate: 8000 Hz, "
+                                          r"but the teacher takes 16000 Hz"):
+        _expert(tmp_path, model_yaml(tmp_path, teacher), sample_rate=8000)
+
+
+def test_dev_batches_use_the_dev_cache_and_give_the_live_loss(setup):
+    tmp_path, teacher = setup
+    make_audio_dir(tmp_path / "dev", count=3, seconds=(0.5, 1.0), seed=4)
+    model = model_yaml(tmp_path, teacher)
+    live = _expert(tmp_path, model, teacher_cache=None, dev_audio_dir=str(tmp_path / "dev"))
+    cached = _expert(tmp_path, model, dev_audio_dir=str(tmp_path / "dev"), teacher_cache_dtype="float32")
+    assert live.run.dev_cache is None and cached.run.dev_cache.folder == str(tmp_path / "cache" / "dev")
+    assert sorted(cached.run.dev_cache.index["entries"]) == sorted(cached.run.dev_dataset.ids)
+    assert len(cached.run.cache) == 6  # the training cache beside it is intact
+    for expert in (live, cached):
+        expert.task.train(False)
+    pairs = list(zip(live.run.dev_loader, cached.run.dev_loader))
+    assert len(pairs) == 1 and pairs[0][0]["ids"] == pairs[0][1]["ids"]
+    with torch.no_grad():
+        a, _ = live.run.step(live.task, pairs[0][0], dev=True)
+        b, _ = cached.run.step(cached.task, pairs[0][1], dev=True)
+    assert float(b) == pytest.approx(float(a), rel=1e-5)
+
+
+def test_int8_cache_loss_drift_is_small(setup):
+    tmp_path, teacher = setup
+    model = model_yaml(tmp_path, teacher)
+    live = _expert(tmp_path, model, teacher_cache=None)
+    cached = _expert(tmp_path, model, teacher_cache_dtype="int8")
+    assert cached.run.cache.dtype == "int8"
+    for expert in (live, cached):
+        expert.task.train(False)
+    for batch_live, batch_cached in zip(live.get_train_dataloader(), cached.get_train_dataloader()):
+        with torch.no_grad():
+            a, _ = live.run.step(live.task, batch_live)
+            b, _ = cached.run.step(cached.task, batch_cached)
+        assert float(b) == pytest.approx(float(a), rel=1e-2)

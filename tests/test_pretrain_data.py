@@ -208,3 +208,210 @@ def test_sampler_drops_batch_too_small_for_ranks():
     assert len(s) == len(list(s)) == 1  # the 1-item rest cannot feed 2 ranks
     s = BucketBatchSampler([1, 2, 3, 4, 5, 6], 4, drop_last=True)
     assert len(s) == len(list(s)) == 1
+
+
+# --- issue 14: symbolic links, changed files, odd names, old indexes -----------------------------
+
+def test_symlink_loop_lists_each_file_once(tmp_path):
+    audio = tmp_path / "audio"
+    for name in ("a/1.wav", "a/2.wav", "b/3.wav"):
+        write(audio / name)
+    os.symlink("..", audio / "a" / "up")            # a loop: audio/a/up -> audio
+    os.symlink("a", audio / "again")                # the same folder under two names
+    os.symlink("1.wav", audio / "a" / "same.wav")   # the same file under two names
+    c = cfg(tmp_path, audio_dir=str(audio))
+    _, paths = list_source(c)
+    assert [os.path.relpath(p, audio) for p in paths] == ["a/1.wav", "a/2.wav", "b/3.wav"]
+    ds = DistillDataset(c)
+    assert len(ds) == 3 and len(set(ds.ids)) == 3
+
+
+def test_file_list_repeats_and_links_are_used_once(tmp_path, caplog):
+    write(tmp_path / "wavs" / "a.wav")
+    os.symlink("a.wav", tmp_path / "wavs" / "link.wav")
+    lst = tmp_path / "train.txt"
+    lst.write_text("wavs/a.wav\nwavs/a.wav\nwavs/link.wav\n")
+    with caplog.at_level(logging.WARNING):
+        _, paths = list_source(cfg(tmp_path, file_list=str(lst)))
+    assert paths == [str(tmp_path / "wavs" / "a.wav")]
+    assert "2 file(s) listed more than once" in caplog.text
+
+
+def test_length_index_notices_changed_files(tmp_path):
+    audio = tmp_path / "audio"
+    write(audio / "a.wav", seconds=0.5)
+    write(audio / "b.wav", seconds=0.5)
+    c = cfg(tmp_path, audio_dir=str(audio))
+    before = {os.path.basename(e.path): e for e in build_length_index(c)}
+    write(audio / "a.wav", seconds=0.75)              # the same name, another length
+    write(audio / "b.wav", seconds=0.5, seed=7)       # the same length, other samples
+    os.utime(audio / "b.wav", ns=(before["b.wav"].mtime_ns + 10**9,) * 2)
+    after = {os.path.basename(e.path): e for e in build_length_index(c)}
+    assert after["a.wav"].num_frames == 12000 != before["a.wav"].num_frames
+    assert after["b.wav"].fingerprint != before["b.wav"].fingerprint
+    assert after["b.wav"].num_frames == before["b.wav"].num_frames
+    ds = DistillDataset(c)
+    assert sorted(ds.full_lengths) == [8000, 12000]
+    assert dict(zip(ds.ids, ds.fingerprints))["b.wav"] == after["b.wav"].fingerprint
+
+
+def _odd_names(folder):
+    names = ["tab\there.wav", "new\nline.wav", "pct%41.wav", "caf\u00e9.wav"]
+    paths = [write(folder / name) for name in names]
+    raw = os.path.join(os.fsencode(str(folder)), b"latin1-\xe9t\xe9.wav")  # not UTF-8
+    with open(raw, "wb") as handle:
+        handle.write((folder / "caf\u00e9.wav").read_bytes())
+    broken = os.path.join(os.fsencode(str(folder)), b"broken-\xff\tname.wav")
+    with open(broken, "wb") as handle:
+        handle.write(b"RIFF not audio")
+    return len(paths) + 2
+
+
+def test_any_file_name_round_trips_through_the_length_index(tmp_path):
+    audio = tmp_path / "audio"
+    count = _odd_names(audio)
+    c = cfg(tmp_path, audio_dir=str(audio))
+    first = build_length_index(c)           # used to fail: "surrogates not allowed"
+    assert len(first) == count
+    second = read_length_index(c.length_index, str(audio))
+    assert sorted(second) == sorted(e.path for e in first)  # tabs/newlines did not split lines
+    assert {e.path: e for e in first} == second
+    ds = DistillDataset(c)
+    assert len(ds) == count - 1 and len(ds.bad_files) == 1
+    assert all(ds[i]["wav"].numel() == 8000 for i in range(len(ds)))
+    assert build_length_index(c) == first   # and a third run reuses it
+
+
+def test_old_or_damaged_index_is_rebuilt_with_a_log_line(tmp_path, caplog):
+    audio = tmp_path / "audio"
+    write(audio / "a.wav")
+    write(audio / "b.wav")
+    c = cfg(tmp_path, audio_dir=str(audio))
+    index = tmp_path / "index.tsv"
+    index.write_text("# s3prl_distill length index v1\npath\tnum_frames\tsample_rate\tchannels\tstatus\n"
+                     "a.wav\t8000\t16000\t1\tok\nx\ty.wav\t1\t16000\t1\tok\n")  # v1 broken by a tab
+    with caplog.at_level(logging.WARNING):
+        entries = build_length_index(c)
+    assert "older length index format" in caplog.text and "rebuilding" in caplog.text
+    assert [e.num_frames for e in entries] == [8000, 8000]
+    lines = index.read_text().splitlines()
+    index.write_text("\n".join(lines[:3] + ["b.wav\tnot-a-number\t1"]) + "\n")
+    caplog.clear()
+    with caplog.at_level(logging.WARNING):
+        assert [e.num_frames for e in build_length_index(c)] == [8000, 8000]
+    assert "line 4: damaged" in caplog.text
+    index.write_text("my own notes\n")  # not ours: never overwritten
+    with pytest.raises(DataError, match="not a length index.*left alone"):
+        build_length_index(c)
+    assert index.read_text() == "my own notes\n"
+
+
+def test_sample_rate_must_be_the_teachers(tmp_path):
+    c = cfg(tmp_path, audio_dir="x", sample_rate=8000)
+    with pytest.raises(ConfigError, match=r"datarc\.sample_rate: 8000 Hz, but the teacher takes 16000 Hz"):
+        c.check_teacher_rate(16000)
+    cfg(tmp_path, audio_dir="x").check_teacher_rate(16000)
+
+
+# --- issue 14.9: inputs longer than the teacher's or the memory limit ---------------------------
+
+def _silence(path, seconds, sr=16000):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    sf.write(str(path), np.zeros(int(seconds * sr), dtype=np.int16), sr, subtype="PCM_16")
+    return path
+
+
+def test_long_files_are_screened_when_listed_not_at_the_step(tmp_path, caplog):
+    audio = tmp_path / "audio"
+    write(audio / "short.wav", seconds=1.0)
+    _silence(audio / "ten_minutes.wav", 600.0)
+    with caplog.at_level(logging.WARNING):
+        ds = DistillDataset(cfg(tmp_path, audio_dir=str(audio)))  # crop 0: the 60 s default applies
+    assert ds.ids == ["short.wav"]
+    assert "ten_minutes.wav: 600.00 s fed whole, longer than max_input_seconds (default 60 s" in caplog.text
+    with pytest.raises(DataError, match="ten_minutes.wav: 600.00 s fed whole"):
+        DistillDataset(cfg(tmp_path, audio_dir=str(audio), bad_files="error"))
+    # explicit limits; a crop bounds the input, so no default limit then
+    assert len(DistillDataset(cfg(tmp_path, audio_dir=str(audio), max_input_seconds=0))) == 2
+    assert len(DistillDataset(cfg(tmp_path, audio_dir=str(audio), crop_seconds=2.0))) == 2
+    assert DistillDataset(cfg(tmp_path, audio_dir=str(audio), crop_seconds=0.0), crop_samples=32000).lengths \
+        == [16000, 32000]
+    with pytest.raises(DataError, match=r"short.wav: 1.00 s fed whole, longer than max_input_seconds=0.5"):
+        DistillDataset(cfg(tmp_path, audio_dir=str(audio), max_input_seconds=0.5, max_seconds=100,
+                           bad_files="error"))
+    # max_seconds leaves long files out deliberately (counted), before any limit
+    caplog.clear()
+    with caplog.at_level(logging.INFO):
+        assert DistillDataset(cfg(tmp_path, audio_dir=str(audio), max_seconds=30)).ids == ["short.wav"]
+    assert "left out 1 file(s) longer than max_seconds=30" in caplog.text
+
+
+def test_teacher_input_limit_names_the_file(tmp_path):
+    audio = tmp_path / "audio"
+    write(audio / "a.wav", seconds=0.5)
+    _silence(audio / "whisper_too_long.wav", 31.0)
+    with pytest.raises(DataError, match=r"whisper_too_long.wav: 31.00 s fed whole, longer than the "
+                                        r"teacher's input limit \(30.00 s\)"):
+        DistillDataset(cfg(tmp_path, audio_dir=str(audio), bad_files="error"), max_input_samples=480000)
+    ds = DistillDataset(cfg(tmp_path, audio_dir=str(audio)), max_input_samples=480000)
+    assert ds.ids == ["a.wav"]
+    assert len(DistillDataset(cfg(tmp_path, audio_dir=str(audio), crop_seconds=10.0),
+                              max_input_samples=480000)) == 2
+    with pytest.raises(ConfigError, match="crop_seconds: 40 is longer than the teacher's input limit"):
+        DistillDataset(cfg(tmp_path, audio_dir=str(audio), crop_seconds=40.0), max_input_samples=480000)
+    with pytest.raises(ConfigError, match=r"a crop of 500000 samples \(task.sequence_length\)"):
+        DistillDataset(cfg(tmp_path, audio_dir=str(audio)), crop_samples=500000, max_input_samples=480000)
+
+
+# --- issue 12: the dev set ----------------------------------------------------------------------
+
+def test_dev_loader_whole_utterances_fixed_order_split_across_ranks(tmp_path):
+    from s3prl_distill.pretrain.dataset import build_dev_loader
+
+    root = tmp_path / "LibriSpeech"
+    write(root / "train-clean-100" / "1" / "1" / "1-1-0000.flac", seconds=2.0)
+    for i, seconds in enumerate([1.0, 2.0, 0.5, 1.5, 1.25]):
+        write(root / "dev-clean" / "2" / "2" / f"2-2-{i:04d}.flac", seconds=seconds, seed=i)
+    (root / "dev-clean" / "2" / "2" / "2-2-0009.flac").write_bytes(b"not audio")  # screened as in training
+    c = cfg(tmp_path, libri_root=str(root), sets=["train-clean-100"], dev_sets=["dev-clean"],
+            crop_seconds=0.5, train_batch_size=2)
+    no_dev = cfg(tmp_path, libri_root=str(root), sets=["train-clean-100"])
+    assert build_dev_loader(no_dev, min_samples=400) is None
+    loader = build_dev_loader(c, min_samples=400)
+    dev = loader.dataset
+    assert sorted(dev.ids) == [f"dev-clean/2/2/2-2-{i:04d}.flac" for i in range(5)]
+    assert dev.bad_files and dev.crop_samples == 0 and dev.lengths == dev.full_lengths
+    batches = list(loader)
+    assert [b["wav_lengths"].tolist() for b in batches] == [[32000, 24000], [20000, 16000], [8000]]
+    assert [b["ids"] for b in batches] == [b["ids"] for b in loader]  # the same every pass
+    assert set(batches[0]) == {"wavs", "wav_lengths", "indices", "ids", "skipped"}  # training collate
+    shares = [list(build_dev_loader(c, min_samples=400, rank=r, world_size=2)) for r in (0, 1)]
+    assert len(shares[0]) == len(shares[1]) == 3  # every rank steps through every batch
+    assert shares[1][2]["wavs"].shape[0] == 0  # the odd last utterance leaves rank 1 empty
+    seen = sorted(i for share in shares for b in share for i in b["ids"])
+    assert seen == sorted(dev.ids)
+    # the training length index is not replaced by the dev set's
+    assert os.path.isfile(tmp_path / "index-dev.tsv")
+    assert len(read_length_index(str(tmp_path / "index-dev.tsv"), str(root))) == 6
+
+
+def test_dev_set_keys(tmp_path):
+    write(tmp_path / "train" / "a.wav")
+    write(tmp_path / "dev" / "b.wav")
+    from s3prl_distill.pretrain.dataset import build_dev_dataset
+
+    c = cfg(tmp_path, audio_dir=str(tmp_path / "train"), dev_audio_dir=str(tmp_path / "dev"))
+    assert build_dev_dataset(c).ids == ["b.wav"]
+    with pytest.raises(ConfigError, match="dev_sets: LibriSpeech subsets need libri_root"):
+        cfg(tmp_path, audio_dir="x", dev_sets=["dev-clean"])
+    with pytest.raises(ConfigError, match="at most one dev set"):
+        cfg(tmp_path, audio_dir="x", dev_audio_dir="y", dev_file_list="z")
+
+
+def test_unwritable_length_index_is_not_fatal(tmp_path, caplog):
+    write(tmp_path / "audio" / "a.wav")
+    (tmp_path / "file").write_text("x")
+    c = cfg(tmp_path, audio_dir=str(tmp_path / "audio"), length_index=str(tmp_path / "file" / "index.tsv"))
+    with caplog.at_level(logging.WARNING):
+        assert len(build_length_index(c)) == 1
+    assert "cannot be written" in caplog.text and "continuing without it" in caplog.text

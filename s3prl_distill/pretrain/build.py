@@ -5,7 +5,8 @@ trainer and the S3PRL pretrain expert (for S3PRL's own runner) both call it::
 
     DistillConfig (model YAML, parsed once)  -> teacher (frozen), student (+ teacher init), loss
                                              -> DistillationTask(student, teacher, loss)
-    DataConfig (datarc, parsed once)         -> DistillDataset -> BucketBatchSampler -> DataLoader
+    DataConfig (datarc, parsed once)         -> DistillDataset -> batch sampler -> DataLoader
+                                             (+ the dev set's, for validation)
                                              -> teacher cache (built once, or reused)
 
 :meth:`DistillationRun.step` is the one path of a batch from the loader to the loss: move it to
@@ -16,9 +17,8 @@ task wrapped for data parallelism).
 from __future__ import annotations
 
 import logging
-import time
 from dataclasses import dataclass
-from typing import Any, Callable, Dict, List, Mapping, Optional, Tuple
+from typing import Any, Dict, List, Mapping, Optional, Tuple
 
 import torch
 from torch import Tensor, nn
@@ -28,9 +28,9 @@ from s3prl_distill.config import ConfigError
 from s3prl_distill.distill.config import DistillConfig
 from s3prl_distill.distill.task import DistillationTask
 from s3prl_distill.pretrain.config import DataConfig
-from s3prl_distill.pretrain.dataset import DistillDataset, collate_batch
-from s3prl_distill.pretrain.samplers import BucketBatchSampler
-from s3prl_distill.pretrain.teacher_cache import TeacherCache, cache_dataset, cache_mismatch, teacher_info
+from s3prl_distill.pretrain.dataset import (DistillDataset, build_dev_dataset, build_dev_loader,
+                                            build_train_loader)
+from s3prl_distill.pretrain.teacher_cache import TeacherCache, dev_cache_folder, prepare_teacher_cache
 
 logger = logging.getLogger(__name__)
 
@@ -59,55 +59,14 @@ def build_task(cfg: DistillConfig, *, seed: int = 0, where: str = "model config"
     return task
 
 
-def _wait_until(ready: Callable[[], bool], what: str, poll_s: float = 1.0,
-                log_every_s: float = 300.0) -> None:
-    """Poll ``ready()`` until it is true, logging that this process waits for ``what``.
-
-    (A long cache build would outlast a collective barrier's timeout; polling the file system
-    has none. If rank 0 dies, ``torchrun`` ends this process.)
-    """
-    start = last = time.monotonic()
-    while not ready():
-        if time.monotonic() - last >= log_every_s:
-            last = time.monotonic()
-            logger.info("waiting for %s (%.0f s)", what, last - start)
-        time.sleep(poll_s)
-
-
-def _prepare_teacher_cache(datarc: DataConfig, task: DistillationTask, dataset: DistillDataset,
-                           device: torch.device, rank: int) -> TeacherCache:
-    """Reuse ``datarc.teacher_cache`` if it holds this teacher's targets for these layers and
-    utterances, else build it (rank 0; the other processes wait for it)."""
-    folder = datarc.teacher_cache
-    dtype = getattr(torch, datarc.teacher_cache_dtype)
-    layers = task.target_layers
-    info = teacher_info(task.teacher)
-    wanted = dict(zip(dataset.ids, dataset.full_lengths))
-
-    def mismatch() -> Optional[str]:
-        return cache_mismatch(folder, info, layers, wanted, dtype)
-
-    if rank == 0:
-        reason = mismatch()
-        if reason is None:
-            logger.info("teacher cache %s: reused (it holds layers %s of this teacher for all "
-                        "%d utterances)", folder, layers, len(wanted))
-        else:
-            logger.info("teacher cache %s: building it (%s)", folder, reason)
-            cache_dataset(folder, task.teacher, dataset, layers, dtype=dtype,
-                          batch_size=datarc.train_batch_size, num_workers=datarc.num_workers,
-                          device=device)
-    else:
-        _wait_until(lambda: mismatch() is None, f"rank 0 to build the teacher cache {folder}")
-    if torch.distributed.is_available() and torch.distributed.is_initialized():
-        torch.distributed.barrier()
-    cache = TeacherCache(folder)
-    described = cache.describe()
-    logger.info("teacher cache %s: %d utterances, %.1f MiB (%.2f GiB per hour of audio, "
-                "%s x %d layers x %d dims)", folder, described["utterances"],
-                described["bytes"] / 2**20, described["bytes_per_audio_hour"] / 2**30,
-                described["dtype"], described["layers"], described["dim"])
-    return cache
+def _teacher_cache(folder: str, data: DataConfig, task: DistillationTask, dataset: DistillDataset,
+                   device: torch.device, rank: int) -> TeacherCache:
+    """The teacher cache in ``folder`` for ``dataset`` (reused, or built by rank 0 while the other
+    processes wait; :func:`~s3prl_distill.pretrain.teacher_cache.prepare_teacher_cache`)."""
+    return prepare_teacher_cache(folder, task.teacher, dataset, task.target_layers,
+                                 dtype=getattr(torch, data.teacher_cache_dtype), rank=rank,
+                                 device=device, batch_size=data.train_batch_size,
+                                 num_workers=data.num_workers)
 
 
 @dataclass
@@ -117,20 +76,25 @@ class DistillationRun:
     Attributes:
         config: the parsed model config; data: the parsed ``datarc``.
         task: student + teacher + loss; ``student``/``teacher`` are its parts.
-        dataset, sampler, loader: the training data (``loader`` yields collated batches).
+        dataset, sampler, loader: the training data (``loader`` yields collated batches;
+            ``sampler`` is resumable: ``start(epoch, batches_done)``).
         cache: the teacher cache when ``datarc.teacher_cache`` is set, else None.
         device: where the task runs.
+        dev_dataset, dev_loader, dev_cache: the dev set of ``datarc`` for validation (whole
+            utterances, fixed order) and its teacher cache; None when ``datarc`` names no dev set.
     """
 
     config: DistillConfig
     data: DataConfig
     task: DistillationTask
     dataset: DistillDataset
-    sampler: BucketBatchSampler
+    sampler: Any
     loader: DataLoader
     cache: Optional[TeacherCache]
     device: torch.device
+    dev_dataset: Optional[DistillDataset] = None
     dev_loader: Optional[DataLoader] = None
+    dev_cache: Optional[TeacherCache] = None
 
     @property
     def student(self) -> nn.Module:
@@ -140,24 +104,27 @@ class DistillationRun:
     def teacher(self) -> nn.Module:
         return self.task.teacher
 
-    def cached_targets(self, ids: List[str], wav_lengths: Tensor) -> Tuple[List[Tensor], Tensor]:
-        """Targets of a batch from the teacher cache: (J x [B, T, D] float32 on the device, [B]).
+    def cached_targets(self, cache: TeacherCache, ids: List[str], wav_lengths: Tensor
+                       ) -> Tuple[List[Tensor], Tensor]:
+        """Targets of a batch from ``cache``: (J x [B, T, D] float32 on the device, [B]).
 
         Raises:
             TeacherCacheError: an utterance is not cached or is fed with other samples than cached.
         """
         for utt_id, samples in zip(ids, wav_lengths.tolist()):
-            self.cache.check_utterance(utt_id, samples)
-        targets, lengths = self.cache.batch_targets(ids, layers=self.task.target_layers)
+            cache.check_utterance(utt_id, samples)
+        targets, lengths = cache.batch_targets(ids, layers=self.task.target_layers)
         targets = [t.to(self.device, non_blocking=True) for t in targets]
         return targets, lengths.to(self.device, non_blocking=True)
 
-    def step(self, task_module: nn.Module, batch: Mapping[str, Any]) -> Tuple[Tensor, Dict[str, Tensor]]:
+    def step(self, task_module: nn.Module, batch: Mapping[str, Any],
+             dev: bool = False) -> Tuple[Tensor, Dict[str, Tensor]]:
         """One collated batch -> (loss [], records {name: detached scalar}).
 
         Args:
             task_module: ``self.task``, or it wrapped for data parallelism (DDP, DataParallel).
-            batch: ``{"wavs" [B, S], "wav_lengths" [B], "ids" [B], ...}`` from ``self.loader``.
+            batch: ``{"wavs" [B, S], "wav_lengths" [B], "ids" [B], ...}`` from ``self.loader``
+                (or from ``self.dev_loader`` with ``dev=True``: targets from the dev cache).
         """
         wavs = batch["wavs"].to(self.device, non_blocking=True)
         lengths = batch["wav_lengths"].to(self.device, non_blocking=True)
@@ -165,8 +132,9 @@ class DistillationRun:
             zero = sum(p.sum() for p in self.student.parameters()) * 0.0
             return zero, {"frames": zero.detach()}
         targets = None
-        if self.cache is not None:
-            targets = self.cached_targets(batch["ids"], batch["wav_lengths"])
+        cache = self.dev_cache if dev else self.cache
+        if cache is not None:
+            targets = self.cached_targets(cache, batch["ids"], batch["wav_lengths"])
         loss, records = task_module(wavs, lengths, targets=targets)
         if loss.dim() > 0:  # DataParallel gathers one value per replica
             loss = loss.mean()
@@ -175,7 +143,8 @@ class DistillationRun:
 
 
 def build_run(config: DistillConfig, data: DataConfig, *, device: torch.device, seed: int = 0,
-              rank: int = 0, world_size: int = 1, where: str = "model config") -> DistillationRun:
+              rank: int = 0, world_size: int = 1, where: str = "model config",
+              data_where: str = "pretrain_expert.datarc") -> DistillationRun:
     """Build the task and the data of a run (see the module docstring).
 
     Args:
@@ -183,25 +152,33 @@ def build_run(config: DistillConfig, data: DataConfig, *, device: torch.device, 
         device: where the student and teacher run.
         seed: seeds the model init (the caller seeds the global generators), data order, crops.
         rank, world_size: data-parallel position; the global batch is split across ranks.
+        where, data_where: how errors name the model config and the data section.
     """
     task = build_task(config, seed=seed, where=where).to(device)
-    dataset = DistillDataset(data, min_samples=int(task.student.receptive_field), seed=seed)
-    cache = None
+    teacher = task.teacher
+    min_samples = int(task.student.receptive_field)
+    max_input = getattr(teacher, "max_input_samples", None)
+    pin = device.type == "cuda"
+    try:
+        data.check_teacher_rate(int(getattr(teacher, "sample_rate", 16000)))
+        # S3PRL's task.sequence_length (model config) overrides datarc.crop_seconds
+        dataset = DistillDataset(data, min_samples=min_samples, seed=seed,
+                                 crop_samples=config.crop_samples, max_input_samples=max_input)
+        if data.teacher_cache:
+            data.check_cache_crop(max(dataset.full_lengths), config.crop_samples)
+    except ConfigError as err:
+        raise ConfigError(f"{data_where}: {err}") from None
+    cache = dev_cache = None
     if data.teacher_cache:
-        try:
-            data.check_cache_crop(max(dataset.full_lengths))
-        except ConfigError as err:
-            raise ConfigError(f"pretrain_expert.datarc: {err}") from None
-        cache = _prepare_teacher_cache(data, task, dataset, device, rank)
-    sampler = BucketBatchSampler(
-        dataset.lengths, data.train_batch_size, shuffle=data.shuffle, bucketing=data.bucketing,
-        drop_last=data.drop_last, seed=seed, num_replicas=world_size, rank=rank,
-    )
-    generator = torch.Generator()
-    generator.manual_seed(seed)
-    loader = DataLoader(
-        dataset, batch_sampler=sampler, num_workers=data.num_workers, collate_fn=collate_batch,
-        pin_memory=device.type == "cuda", generator=generator, persistent_workers=False,
-    )
-    return DistillationRun(config=config, data=data, task=task, dataset=dataset, sampler=sampler,
-                           loader=loader, cache=cache, device=device)
+        cache = _teacher_cache(data.teacher_cache, data, task, dataset, device, rank)
+    loader = build_train_loader(dataset, data, seed=seed, rank=rank, world_size=world_size,
+                                pin_memory=pin)
+    dev_dataset = build_dev_dataset(data, min_samples=min_samples, max_input_samples=max_input)
+    dev_loader = build_dev_loader(data, rank=rank, world_size=world_size, dataset=dev_dataset,
+                                  pin_memory=pin)
+    if dev_dataset is not None and data.teacher_cache:
+        dev_cache = _teacher_cache(dev_cache_folder(data.teacher_cache), data, task, dev_dataset,
+                                   device, rank)
+    return DistillationRun(config=config, data=data, task=task, dataset=dataset,
+                           sampler=loader.batch_sampler, loader=loader, cache=cache, device=device,
+                           dev_dataset=dev_dataset, dev_loader=dev_loader, dev_cache=dev_cache)

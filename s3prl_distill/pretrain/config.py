@@ -26,7 +26,7 @@ Everything is parsed strictly with :func:`s3prl_distill.config.from_dict`.
 from __future__ import annotations
 
 from dataclasses import dataclass, field, fields
-from typing import Any, List, Literal, Mapping, Optional, Tuple, get_args, get_type_hints
+from typing import Any, List, Literal, Mapping, Optional, Tuple, Union, get_args, get_type_hints
 
 from s3prl_distill.config import ConfigError, from_dict
 
@@ -45,17 +45,40 @@ class DataConfig:
     """Where the audio is and how batches are made (``pretrain_expert.datarc``).
 
     Exactly one source: ``libri_root`` (+ ``sets``: LibriSpeech subsets such as
-    ``train-clean-100``), ``audio_dir`` (any folder tree of audio files), or ``file_list`` (a text
-    file, one audio path per line, relative paths from the list's folder).
+    ``train-clean-100``; with ``file_path`` the files and lengths come from S3PRL's length tables
+    ``<file_path>/<set>.csv``), ``audio_dir`` (any folder tree of audio files), or ``file_list`` (a
+    text file, one audio path per line, relative paths from the list's folder).
+
+    S3PRL's distiller ``datarc`` (``pretrain/distiller/config_runner.yaml``: ``num_workers``,
+    ``train_batch_size``, ``max_timestep``, ``libri_root``, ``file_path``, ``sets``) is accepted
+    as is; ``bucketing: s3prl`` reproduces its batches.
 
     Attributes:
         train_batch_size: utterances per micro-batch over ALL processes (split across DDP ranks).
+            S3PRL's bucket size.
+        file_path: folder of S3PRL's length tables (``preprocess/generate_len_for_bucket.py``):
+            one ``<set>.csv`` per entry of ``sets``, columns ``file_path`` (relative to
+            ``libri_root``) and ``length`` (samples at the file's rate). Needs ``libri_root``.
+        max_timestep: S3PRL's length filter on those lengths (samples at the file's rate; for the
+            other sources, the header's frame count): > 0 keeps ``length < max_timestep``, < 0
+            keeps ``length > -max_timestep``, 0 keeps all. Left-out files are counted in the log.
         length_index: file of per-utterance lengths, written once and reused (default: a file
             named after the source under ``$XDG_CACHE_HOME/s3prl_distill``).
-        crop_seconds: random crop of longer utterances (0: no crop).
+        crop_seconds: random crop of longer utterances (0: no crop). A crop in samples given to
+            the dataset (S3PRL's ``task.sequence_length``) overrides it.
         min_seconds: utterances shorter than this are skipped (besides the model's receptive field).
-        max_seconds: utterances longer than this are skipped (0: no limit).
-        bucketing: batch utterances of similar length (sorted, chunked, batch order shuffled).
+        max_seconds: utterances longer than this are left out (0: no limit), counted in the log.
+        max_input_seconds: the longest input fed to the models (after the crop); a longer file
+            is a *bad file* (named; ``bad_files`` says skip or stop) instead of an out-of-memory
+            error minutes into the run (self-attention memory grows with the square of the
+            length: 10 min of audio asked for a 64.8 GB attention matrix). ``null`` (default):
+            60 s when nothing is cropped, no limit when ``crop_seconds`` bounds every input;
+            ``0``: no limit. A teacher's own limit (Whisper: 30 s) always applies too.
+        bucketing: ``true``: batch utterances of similar length (stably sorted, chunked, batch
+            order shuffled); ``false``: random batches; ``s3prl``: S3PRL's batches exactly
+            (its length tables' order sorted by length, fixed chunks of ``train_batch_size``,
+            halved when the longest is over 99999 samples and nothing is cropped, a last partial
+            batch kept when it holds more than one utterance, batch order shuffled each epoch).
         bad_files: ``skip`` (count and log them) or ``error`` (stop, naming the file).
         on_resample: other sample rates are resampled with a warning (``warn``) or are bad files
             (``error``).
@@ -65,8 +88,16 @@ class DataConfig:
             already holds this teacher's states for these layers and utterances, then read
             instead of running the teacher (null: off, the teacher runs every step). Needs the
             utterances fed whole: ``crop_seconds`` 0 or not shorter than the longest utterance.
-        teacher_cache_dtype: storage type of the cached states (float16: half the disk, about
-            1e-3 relative difference from the live targets; float32: exact).
+            The dev set's targets go to its subfolder ``dev``. A folder holding files this
+            package did not write is refused, never overwritten.
+        teacher_cache_dtype: storage type of the cached states (float16: half the disk of
+            float32, about 1e-3 relative difference from the live targets; int8: a quarter,
+            per-frame scale; float32: exact).
+        dev_sets: LibriSpeech subsets of the dev set (under ``libri_root``; from
+            ``<file_path>/<set>.csv`` when ``file_path`` is given), e.g. ``[dev-clean]``.
+        dev_audio_dir, dev_file_list: a dev set as a folder tree or a file list (instead of
+            ``dev_sets``). No dev key: no validation.
+        dev_batch_size: utterances per dev batch over all processes (default train_batch_size).
     """
 
     train_batch_size: int = 24
@@ -74,6 +105,8 @@ class DataConfig:
     libri_root: Optional[str] = None
     sets: List[str] = field(default_factory=lambda: ["train-clean-100", "train-clean-360",
                                                       "train-other-500"])
+    file_path: Optional[str] = None
+    max_timestep: int = 0
     audio_dir: Optional[str] = None
     file_list: Optional[str] = None
     extensions: List[str] = field(default_factory=lambda: [".flac", ".wav"])
@@ -82,49 +115,90 @@ class DataConfig:
     crop_seconds: float = 0.0
     min_seconds: float = 0.0
     max_seconds: float = 0.0
-    bucketing: bool = True
+    max_input_seconds: Optional[float] = None
+    bucketing: Union[bool, Literal["s3prl"]] = True
     shuffle: bool = True
     drop_last: bool = False
     bad_files: Literal["skip", "error"] = "skip"
     on_resample: Literal["warn", "error"] = "warn"
     on_multichannel: Literal["mix", "error"] = "error"
     teacher_cache: Optional[str] = None
-    teacher_cache_dtype: Literal["float16", "bfloat16", "float32"] = "float16"
+    teacher_cache_dtype: Literal["float16", "bfloat16", "float32", "int8"] = "float16"
+    dev_sets: List[str] = field(default_factory=list)
+    dev_audio_dir: Optional[str] = None
+    dev_file_list: Optional[str] = None
+    dev_batch_size: Optional[int] = None
+
+    #: ``max_input_seconds: null`` when nothing is cropped (see the attribute)
+    AUTO_MAX_INPUT_SECONDS = 60.0
 
     def validate(self) -> None:
         given = [k for k in ("libri_root", "audio_dir", "file_list") if getattr(self, k)]
         if len(given) != 1:
             raise ConfigError(
-                "give exactly one data source: libri_root (+ sets), audio_dir or file_list; "
-                f"got {given or 'none'}"
+                "give exactly one data source: libri_root (+ sets, + file_path for S3PRL's length "
+                f"tables), audio_dir or file_list; got {given or 'none'}"
             )
         if self.libri_root and not self.sets:
             raise ConfigError("sets: expected at least one LibriSpeech subset with libri_root")
+        if self.file_path and not self.libri_root:
+            raise ConfigError("file_path: S3PRL's length tables list paths relative to libri_root; "
+                              "give libri_root too (the LibriSpeech folder)")
         if self.train_batch_size < 1:
             raise ConfigError(f"train_batch_size: expected >= 1, got {self.train_batch_size}")
+        if self.dev_batch_size is not None and self.dev_batch_size < 1:
+            raise ConfigError(f"dev_batch_size: expected >= 1 or null, got {self.dev_batch_size}")
         if self.num_workers < 0:
             raise ConfigError(f"num_workers: expected >= 0, got {self.num_workers}")
         for key in ("crop_seconds", "min_seconds", "max_seconds"):
             if getattr(self, key) < 0:
                 raise ConfigError(f"{key}: expected >= 0, got {getattr(self, key)}")
+        if self.max_input_seconds is not None and self.max_input_seconds < 0:
+            raise ConfigError(f"max_input_seconds: expected >= 0 (0: no limit) or null (auto), "
+                              f"got {self.max_input_seconds}")
         if self.sample_rate <= 0:
             raise ConfigError(f"sample_rate: expected > 0, got {self.sample_rate}")
         if self.teacher_cache is not None and not self.teacher_cache.strip():
             raise ConfigError("teacher_cache: expected a folder path or null (off), got an empty string")
+        dev = [k for k in ("dev_sets", "dev_audio_dir", "dev_file_list") if getattr(self, k)]
+        if len(dev) > 1:
+            raise ConfigError("give at most one dev set: dev_sets, dev_audio_dir or dev_file_list; "
+                              f"got {dev}")
+        if self.dev_sets and not self.libri_root:
+            raise ConfigError("dev_sets: LibriSpeech subsets need libri_root; for other sources "
+                              "give dev_audio_dir or dev_file_list")
 
-    def check_cache_crop(self, longest_samples: int) -> None:
+    def check_teacher_rate(self, teacher_rate: int) -> None:
+        """Raise unless ``sample_rate`` is the teacher's input rate (call it with
+        ``teacher.sample_rate``).
+
+        Raises:
+            ConfigError: naming ``datarc.sample_rate`` and the teacher's rate.
+        """
+        if int(teacher_rate) != int(self.sample_rate):
+            raise ConfigError(
+                f"datarc.sample_rate: {self.sample_rate} Hz, but the teacher takes {int(teacher_rate)} Hz "
+                f"audio; set sample_rate: {int(teacher_rate)} (files at other rates are resampled "
+                "to it), otherwise the models would train on wrongly-pitched audio"
+            )
+
+    def check_cache_crop(self, longest_samples: int, crop_samples: Optional[int] = None) -> None:
         """With ``teacher_cache`` on, raise unless every utterance is fed whole.
 
         Args:
             longest_samples: samples of the longest utterance of the source (after resampling).
+            crop_samples: the crop actually used, when given in samples (S3PRL's
+                ``task.sequence_length``); default ``crop_seconds``.
 
         Raises:
             ConfigError: naming ``crop_seconds`` when a random crop could cut an utterance.
         """
-        crop = int(round(self.crop_seconds * self.sample_rate))
+        crop = self.crop_samples if crop_samples is None else int(crop_samples)
         if self.teacher_cache and crop and crop < longest_samples:
+            what = (f"crop_seconds: {self.crop_seconds} s" if crop_samples is None else
+                    f"a crop of {crop} samples (task.sequence_length)")
             raise ConfigError(
-                f"crop_seconds: {self.crop_seconds} s random crops cannot be used with teacher_cache "
+                f"{what} random crops cannot be used with teacher_cache "
                 f"(the longest utterance has {longest_samples / self.sample_rate:.2f} s): cached "
                 "targets are only valid for the exact audio they were computed from, and a random "
                 "crop feeds a different part each epoch; set crop_seconds: 0 (or split long files, "
@@ -132,12 +206,53 @@ class DataConfig:
             )
 
     @property
+    def crop_samples(self) -> int:
+        """``crop_seconds`` in samples (0: no crop)."""
+        return int(round(self.crop_seconds * self.sample_rate))
+
+    @property
     def source_kind(self) -> str:
         if self.libri_root:
-            return "librispeech"
+            return "s3prl_csv" if self.file_path else "librispeech"
         if self.audio_dir:
             return "folder"
         return "file_list"
+
+    @property
+    def has_dev(self) -> bool:
+        return bool(self.dev_sets or self.dev_audio_dir or self.dev_file_list)
+
+    def dev_config(self) -> Optional["DataConfig"]:
+        """The data config of the dev set (whole utterances, same screening), or None.
+
+        The source is replaced by the dev set; the length index is a sibling file
+        (``<length_index stem>-dev<ext>``, or the default one of the dev source) and the teacher
+        cache the subfolder ``<teacher_cache>/dev``.
+        """
+        if not self.has_dev:
+            return None
+        import dataclasses
+        import os
+
+        index = None
+        if self.length_index:
+            stem, ext = os.path.splitext(self.length_index)
+            index = f"{stem}-dev{ext}"
+        return dataclasses.replace(
+            self,
+            libri_root=self.libri_root if self.dev_sets else None,
+            sets=list(self.dev_sets) if self.dev_sets else list(self.sets),
+            file_path=self.file_path if self.dev_sets else None,
+            audio_dir=self.dev_audio_dir,
+            file_list=self.dev_file_list,
+            length_index=index,
+            crop_seconds=0.0,
+            train_batch_size=self.dev_batch_size or self.train_batch_size,
+            shuffle=False,
+            drop_last=False,
+            teacher_cache=os.path.join(self.teacher_cache, "dev") if self.teacher_cache else None,
+            dev_sets=[], dev_audio_dir=None, dev_file_list=None, dev_batch_size=None,
+        )
 
 
 @dataclass

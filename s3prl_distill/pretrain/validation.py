@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import logging
 import math
-from dataclasses import asdict, dataclass, fields
+from dataclasses import dataclass
 from typing import Any, Dict, Mapping, Optional
 
 import torch
@@ -85,7 +85,7 @@ def evaluate(run, loader: DataLoader, ctx: Optional[DistContext] = None) -> Dict
     sums: Optional[torch.Tensor] = None
     try:
         for batch in loader:
-            loss, records = run.step(task, batch)
+            loss, records = run.step(task, batch, dev=True)
             frames = records.get("frames", torch.zeros(()))
             if float(frames) == 0:
                 continue
