@@ -64,20 +64,32 @@ def make_checkout(root: Path) -> Path:
     return s3prl_dir
 
 
+def s3prl_length_table(audio_dir: Path, folder: Path, name: str = "train-clean-100") -> Path:
+    """``<folder>/<name>.csv`` as S3PRL's ``preprocess/generate_len_for_bucket.py`` writes it (an
+    unnamed index column, then file_path relative to libri_root, length in samples, label)."""
+    import soundfile as sf
+
+    rows = sorted(((str(p.relative_to(audio_dir)), sf.info(str(p)).frames)
+                   for p in audio_dir.rglob("*.wav")), key=lambda r: -r[1])
+    folder.mkdir(parents=True, exist_ok=True)
+    lines = [",file_path,length,label"] + [f"{i},{rel},{n}," for i, (rel, n) in enumerate(rows)]
+    (folder / f"{name}.csv").write_text("\n".join(lines) + "\n")
+    return folder
+
+
 def s3prl_runner_yaml(folder: Path, audio_dir: Path) -> Path:
-    """A runner config in S3PRL's schema (its distiller's config_runner.yaml, tiny)."""
-    # TODO(lead): switch datarc to S3PRL's keys (file_path, sets, max_timestep, libri_root) once the
-    # data engineer's S3PRL datarc schema lands; until then our own datarc keys.
+    """A runner config in S3PRL's schema: its distiller's config_runner.yaml, tiny, with S3PRL's
+    own datarc keys (libri_root + file_path length tables + sets + max_timestep)."""
+    tables = s3prl_length_table(audio_dir, folder / "len_for_bucket")
     data = {
         "runner": {"n_epochs": -1, "total_steps": STEPS, "gradient_clipping": 5.0,
                    "gradient_accumulate_steps": 1, "log_step": 5, "save_step": 1,
                    "max_keep": STEPS + 5, "fp16": False},
         "optimizer": {"name": "AdamW_with_schedule", "lr": 2.0e-3, "warmup_proportion": 0.07,
                       "betas": [0.9, 0.98], "eps": 1.0e-6, "weight_decay": 1.0e-6},
-        "pretrain_expert": {"datarc": {"train_batch_size": UTTERANCES, "num_workers": 0,
-                                       "audio_dir": str(audio_dir),
-                                       "length_index": str(folder / "lengths.tsv"),
-                                       "crop_seconds": 0.0}},
+        "pretrain_expert": {"datarc": {"num_workers": 0, "train_batch_size": UTTERANCES,
+                                       "max_timestep": 0, "libri_root": str(audio_dir),
+                                       "file_path": str(tables), "sets": ["train-clean-100"]}},
     }
     path = folder / "config_runner_s3prl.yaml"
     path.write_text(yaml.safe_dump(data))
