@@ -115,3 +115,17 @@ def make_speech_commands_layout(root, words: Iterable[str] = SPEECH_COMMANDS_WOR
 def tiny_speech_commands(tmp_path) -> Dict[str, Path]:
     """Fixture form of :func:`make_speech_commands_layout` under ``tmp_path / "speech_commands"``."""
     return make_speech_commands_layout(tmp_path / "speech_commands")
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _private_cache_home(tmp_path_factory):
+    """Length indexes, S3PRL's redirected SUPERB caches and other ``$XDG_CACHE_HOME`` files the
+    tests cause go to a folder of this test session, never into the user's ``~/.cache``
+    (subprocesses inherit it)."""
+    old = os.environ.get("XDG_CACHE_HOME")
+    os.environ["XDG_CACHE_HOME"] = str(tmp_path_factory.mktemp("xdg_cache"))
+    yield
+    if old is None:
+        os.environ.pop("XDG_CACHE_HOME", None)
+    else:
+        os.environ["XDG_CACHE_HOME"] = old

@@ -47,6 +47,7 @@ from typing import Dict, Iterable, List, Optional, Sequence, Set, Tuple
 from s3prl_distill.audio import AudioError, audio_info
 from s3prl_distill.errors import UserError
 from s3prl_distill.io import atomic_write_text, remove_stale_temp_files
+from s3prl_distill.paths import cache_dir
 
 logger = logging.getLogger(__name__)
 
@@ -295,8 +296,7 @@ def default_index_path(datarc) -> str:
     else:
         key = "file_list:" + os.path.abspath(datarc.file_list)
     digest = hashlib.sha1(key.encode("utf-8", "surrogateescape")).hexdigest()[:16]
-    cache = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    return os.path.join(cache, "s3prl_distill", f"lengths-{digest}.tsv")
+    return os.path.join(cache_dir(), f"lengths-{digest}.tsv")
 
 
 class _OldIndex(Exception):
