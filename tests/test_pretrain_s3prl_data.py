@@ -212,3 +212,13 @@ def test_run_with_s3prl_datarc_resumes_bit_identically(tmp_path):
     resumed = run(args("part"))
     a, b = read_checkpoint(full)["state_dict"], read_checkpoint(resumed)["state_dict"]
     assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_s3prl_schema_gets_s3prl_batches_unless_told_otherwise(tmp_path):
+    """S3PRL's own config_runner.yaml has no bucketing key: its datarc (file_path length tables)
+    gets S3PRL's batches; our sources keep length bucketing; an explicit value always wins."""
+    s3prl = _datarc(tmp_path)
+    assert s3prl.bucketing is None and s3prl.batching == "s3prl"
+    assert _datarc(tmp_path, bucketing=True).batching is True
+    ours = from_dict(DataConfig, {"audio_dir": str(tmp_path)})
+    assert ours.batching is True

@@ -75,7 +75,9 @@ class DataConfig:
             60 s when nothing is cropped, no limit when ``crop_seconds`` bounds every input;
             ``0``: no limit. A teacher's own limit (Whisper: 30 s) always applies too.
         bucketing: ``true``: batch utterances of similar length (stably sorted, chunked, batch
-            order shuffled); ``false``: random batches; ``s3prl``: S3PRL's batches exactly
+            order shuffled); ``false``: random batches; ``null`` (default): ``s3prl`` when the
+            data come in S3PRL's schema (``file_path`` length tables, so that S3PRL's own
+            ``config_runner.yaml`` gets S3PRL's batches), else ``true``; ``s3prl``: S3PRL's batches exactly
             (its length tables' order sorted by length, fixed chunks of ``train_batch_size``,
             halved when the longest is over 99999 samples and nothing is cropped, a last partial
             batch kept when it holds more than one utterance, batch order shuffled each epoch).
@@ -116,7 +118,7 @@ class DataConfig:
     min_seconds: float = 0.0
     max_seconds: float = 0.0
     max_input_seconds: Optional[float] = None
-    bucketing: Union[bool, Literal["s3prl"]] = True
+    bucketing: Optional[Union[bool, Literal["s3prl"]]] = None
     shuffle: bool = True
     drop_last: bool = False
     bad_files: Literal["skip", "error"] = "skip"
@@ -209,6 +211,13 @@ class DataConfig:
     def crop_samples(self) -> int:
         """``crop_seconds`` in samples (0: no crop)."""
         return int(round(self.crop_seconds * self.sample_rate))
+
+    @property
+    def batching(self) -> Union[bool, str]:
+        """``bucketing`` in effect (``null``: ``s3prl`` with S3PRL's length tables, else true)."""
+        if self.bucketing is None:
+            return "s3prl" if self.file_path else True
+        return self.bucketing
 
     @property
     def source_kind(self) -> str:

@@ -271,20 +271,20 @@ class DistillDataset(Dataset):
 
 def build_train_loader(dataset: DistillDataset, datarc, *, seed: int, rank: int = 0,
                        world_size: int = 1, pin_memory: bool = False) -> DataLoader:
-    """The training loader of ``dataset``: batches as ``datarc.bucketing`` says (true: length
+    """The training loader of ``dataset``: batches as ``datarc.batching`` says (true: length
     buckets; false: random; ``s3prl``: S3PRL's batches), this rank's share of each global batch.
 
     ``loader.batch_sampler`` is the resumable sampler (``start(epoch, batches_done)``,
     ``len()`` = batches per epoch); batches are :func:`collate_batch` dicts.
     """
-    if datarc.bucketing == "s3prl":
+    if datarc.batching == "s3prl":
         sampler = S3PRLBatchSampler(dataset.table_lengths, dataset.rows, datarc.train_batch_size,
                                     cropped=dataset.crop_samples > 0, shuffle=datarc.shuffle,
                                     drop_last=datarc.drop_last, seed=seed, num_replicas=world_size,
                                     rank=rank)
     else:
         sampler = BucketBatchSampler(dataset.lengths, datarc.train_batch_size, shuffle=datarc.shuffle,
-                                     bucketing=bool(datarc.bucketing), drop_last=datarc.drop_last,
+                                     bucketing=bool(datarc.batching), drop_last=datarc.drop_last,
                                      seed=seed, num_replicas=world_size, rank=rank)
     generator = torch.Generator()
     generator.manual_seed(seed)
