@@ -44,7 +44,7 @@ def test_parse_conv_layers_without_eval():
     )
     with pytest.raises(ValueError, match="extractor_conv_feature_layers"):
         parse_conv_layers("__import__('os')")
-    with pytest.raises(ValueError, match="repeat count"):
+    with pytest.raises(ValueError, match="extractor_conv_feature_layers"):  # a name, not a count
         parse_conv_layers("[(1,2,3)] * x")
 
 

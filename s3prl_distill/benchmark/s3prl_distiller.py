@@ -146,9 +146,9 @@ def build_s3prl_expert(checkpoint: str) -> nn.Module:
 # --------------------------------------------------------------------------- weight conversion
 # The converter lives in s3prl_distill.convert (also behind `s3prl-distill convert`); re-exported
 # here for the benchmark and its callers.
+from s3prl_distill.conv_layers import parse_conv_layers  # noqa: E402
 from s3prl_distill.convert.s3prl_distiller import (  # noqa: E402
     convert_s3prl_state_dict,
-    parse_conv_layers,
     student_config_from_s3prl,
     student_from_s3prl,
 )

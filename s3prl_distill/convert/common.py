@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import ast
 from dataclasses import dataclass, field
 from typing import Any, Dict, List, Mapping, Optional, Tuple
 
 import torch
 from torch import Tensor
 
+from s3prl_distill.conv_layers import parse_conv_layers  # the one parser, re-exported here
 from s3prl_distill.models.config import StudentConfig
 
 __all__ = ["Converted", "parse_conv_layers", "identity_linear", "plain"]
@@ -32,37 +32,6 @@ class Converted:
     training: Dict[str, Any] = field(default_factory=dict)
     dropped: List[str] = field(default_factory=list)
     notes: List[str] = field(default_factory=list)
-
-
-def parse_conv_layers(spec: str, key: str = "conv layers") -> List[Tuple[int, int, int]]:
-    """Parse a fairseq/S3PRL conv-layer string, e.g. ``"[(512,10,5)] + [(512,3,2)] * 4"``, without eval.
-
-    Each ``+``-separated term is a list literal of ``(channels, kernel, stride)`` tuples, optionally
-    followed by ``* n``. ``key`` names the setting in errors.
-
-    Raises:
-        ValueError: naming the term that is not of that form.
-    """
-    layers: List[Tuple[int, int, int]] = []
-    for term in str(spec).split("+"):
-        term = term.strip()
-        count = 1
-        if "*" in term:
-            body, _, times = term.rpartition("*")
-            term, times = body.strip(), times.strip()
-            if not times.isdigit():
-                raise ValueError(f"{key}: bad repeat count in {spec!r}")
-            count = int(times)
-        try:
-            items = ast.literal_eval(term)
-        except (ValueError, SyntaxError) as err:
-            raise ValueError(f"{key}: cannot read {term!r} in {spec!r}") from err
-        if not isinstance(items, list) or not all(
-            isinstance(t, tuple) and len(t) == 3 and all(isinstance(v, int) for v in t) for t in items
-        ):
-            raise ValueError(f"{key}: expected a list of (channels, kernel, stride), got {term!r}")
-        layers.extend(items * count)
-    return layers
 
 
 def identity_linear(dim: int) -> Tuple[Tensor, Tensor]:

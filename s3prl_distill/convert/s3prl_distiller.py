@@ -13,7 +13,6 @@ layers+heads`` gives that list.
 
 from __future__ import annotations
 
-import dataclasses
 import os
 import re
 from typing import Any, Dict, Mapping, Optional
@@ -23,18 +22,13 @@ from torch import nn
 
 from s3prl_distill.checkpoint import CheckpointError
 from s3prl_distill.convert import common
-from s3prl_distill.convert.common import Converted, identity_linear, plain
+from s3prl_distill.convert.common import Converted, plain
 
-__all__ = ["FORMAT", "DESCRIPTION", "matches", "parse_conv_layers", "student_config_from_s3prl",
+__all__ = ["FORMAT", "DESCRIPTION", "matches", "student_config_from_s3prl",
            "convert_s3prl_state_dict", "student_from_s3prl", "convert"]
 
 FORMAT = "s3prl_distiller"
 DESCRIPTION = "S3PRL distiller checkpoint (DistilHuBERT, distiller_local)"
-
-
-def parse_conv_layers(spec: str) -> list:
-    """S3PRL's ``extractor_conv_feature_layers`` string -> [(channels, kernel, stride)], without eval."""
-    return common.parse_conv_layers(spec, "extractor_conv_feature_layers")
 
 
 def matches(ckpt: Any) -> bool:
@@ -44,55 +38,22 @@ def matches(ckpt: Any) -> bool:
             and isinstance(ckpt["Config"].get("distiller"), Mapping))
 
 
-def student_config_from_s3prl(config: Dict[str, Any]):
-    """Our :class:`~s3prl_distill.models.config.StudentConfig` with S3PRL distiller ``config``'s shape.
+def student_config_from_s3prl(config: Dict[str, Any], teacher_layers: Optional[int] = None):
+    """Our :class:`~s3prl_distill.models.config.StudentConfig` for an S3PRL ``distiller:`` config:
+    the one translation of S3PRL's model config
+    (:func:`s3prl_distill.distill.s3prl_schema.student_config_from_distiller`).
 
-    Supports the DistilHuBERT layout (``task_emb_type``/``out_layer_type`` ``expand-last``).
-
+    Args:
+        teacher_layers: the teacher's depth (``Config.teacher.n_layers``; default: the deepest
+            predicted layer).
     Raises:
-        ValueError: for settings our student does not implement.
+        ConfigError: for settings our student does not implement (a ValueError).
     """
-    from s3prl_distill.models.config import (
-        CNNConfig, ConvLayerConfig, EncoderConfig, HeadConfig, StudentConfig,
-    )
+    from s3prl_distill.distill.s3prl_schema import student_config_from_distiller
 
-    if config.get("task_emb_type", "expand-last") != "expand-last" or config.get(
-        "out_layer_type", "expand-last"
-    ) != "expand-last":
-        raise ValueError("only S3PRL distillers with task_emb_type/out_layer_type 'expand-last' convert")
-    if config.get("attention_type", "original") != "original":
-        raise ValueError(f"attention_type {config.get('attention_type')!r} has no equivalent here")
-    mode = config.get("extractor_mode", "default")
-    norm = {"default": "group_norm_first", "layer_norm": "layer_norm"}.get(mode)
-    if norm is None:
-        raise ValueError(f"extractor_mode {mode!r}: expected 'default' or 'layer_norm'")
-    layers = parse_conv_layers(config["extractor_conv_feature_layers"])
-    dim = int(config["encoder_embed_dim"])
-    inter = int(config.get("out_layer_inter_dim", -1))
-    n_layers = int(config["encoder_layers"])
-    pred = [int(v) for v in config["pred_layer_id"]]
-    return StudentConfig(
-        family="distilhubert",
-        cnn=CNNConfig(layers=[ConvLayerConfig(*l) for l in layers], norm=norm, bias=False),
-        encoder=EncoderConfig(
-            dim=dim, ffn_dim=int(config["encoder_ffn_embed_dim"]),
-            num_heads=int(config["encoder_attention_heads"]), num_layers=n_layers,
-            layer_norm_first=bool(config.get("layer_norm_first", False)),
-            pos_conv_kernel=int(config["conv_pos"]), pos_conv_groups=int(config["conv_pos_groups"]),
-            dropout=float(config.get("dropout", 0.1)),
-            attention_dropout=float(config.get("attention_dropout", 0.1)),
-            activation_dropout=float(config.get("activation_dropout", 0.1)),
-            feature_dropout=0.0, feature_layer_norm=False,
-        ),
-        heads=[
-            HeadConfig(student_layer=n_layers, teacher_layer=t, type="mlp",
-                       inner_dim=inter if inter > 0 else None)
-            for t in pred
-        ],
-        teacher_dim=int(config["final_dim"]),
-        teacher_layers=max(pred),
-        feature_grad_mult=float(config.get("feature_grad_mult", 1.0)),
-    )
+    pred = config.get("pred_layer_id") or [1]
+    layers = int(teacher_layers) if teacher_layers else max(int(v) for v in pred)
+    return student_config_from_distiller(config, teacher_layers=layers, where="Config")
 
 
 _LAYER_NAMES = {
@@ -148,11 +109,6 @@ def convert_s3prl_state_dict(state: Dict[str, torch.Tensor], config: Dict[str, A
         m = re.fullmatch(r"encoder\.layers\.(\d+)\.(.+)\.(weight|bias)", key)
         if m and m[2] in _LAYER_NAMES:
             put(f"encoder.transformer.layers.{m[1]}.{_LAYER_NAMES[m[2]]}.{m[3]}", key)
-    if "encoder.feature_projection.projection.weight" not in out:
-        # S3PRL builds no projection when the CNN width equals the encoder width: identity
-        weight, bias = identity_linear(int(config["encoder_embed_dim"]))
-        out["encoder.feature_projection.projection.weight"] = weight
-        out["encoder.feature_projection.projection.bias"] = bias
     if "output_layer.0.weight" in state:
         w1, b1 = state["output_layer.0.weight"], state["output_layer.0.bias"]
         inner = w1.shape[0] // n_tasks
@@ -194,7 +150,8 @@ def convert(ckpt: Mapping[str, Any], path: str) -> Converted:
     """
     config = dict(ckpt["Config"]["distiller"])
     try:
-        cfg = dataclasses.replace(student_config_from_s3prl(config), layer0="projection")
+        teacher_layers = (ckpt["Config"].get("teacher") or {}).get("n_layers")
+        cfg = student_config_from_s3prl(config, teacher_layers if isinstance(teacher_layers, int) else None)
         state = convert_s3prl_state_dict(dict(ckpt["Distiller"]), config)
     except (KeyError, ValueError, TypeError) as err:
         msg = err.args[0] if isinstance(err, KeyError) and err.args else err
