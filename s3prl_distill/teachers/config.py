@@ -6,6 +6,8 @@ Example (``upstream_configs/distilhubert.yaml``)::
       source: fairseq                       # where the weights come from (see SOURCES)
       path: /data/hubert_base_ls960.pt      # file or folder
       arch: hubert                          # hubert | wav2vec2 | wavlm | whisper (if the file does not say)
+      precision: auto                       # auto (float16 on CUDA, float32 on CPU) | float32 | bfloat16 | float16
+      eval_mode: true                       # false: dropout on, as S3PRL's distiller (see below)
 
 Sources and what ``path`` is:
 
@@ -54,6 +56,22 @@ class TeacherConfig:
             before the model (fairseq ``task.normalize``; wav2vec 2.0 Large LV-60k, HuBERT Large).
             ``None``: what the checkpoint says, else ``False``.
         downsample_rate: samples per frame (``source: s3prl`` only; ``None`` asks the expert).
+        precision: the teacher's weights and activations: ``float32`` | ``bfloat16`` |
+            ``float16``, or ``auto`` = float16 on CUDA, float32 elsewhere
+            (:func:`s3prl_distill.teachers.base.resolve_precision`). Independent of the student's
+            autocast (``runner.amp_precision``). ``s3prl-distill bench --training`` prints the
+            per-layer drift each precision causes against float32 targets.
+        eval_mode: ``True`` (default, ours): the teacher stays in eval mode, so its dropout never
+            acts and its targets are deterministic. ``False``: S3PRL's distiller behaviour - the
+            teacher stays in train mode (S3PRL never calls ``eval()`` on it), its dropout active at
+            the checkpoint's rates (fairseq ``dropout`` / ``attention_dropout`` /
+            ``activation_dropout`` / ``dropout_input``; Hugging Face ``hidden_dropout`` ...;
+            ``arch_config`` may set them), encoder layer drop 0 as S3PRL sets it. No teacher-
+            feature cache with ``False`` (it would freeze one dropout draw).
+        fast_path: run the teacher's inference fast path where there is one (CPU, eval mode:
+            channels-last CNN with the first group norm folded into its GEMM, FFT positional conv,
+            one GEMM for q/k/v, GELU in place; outputs equal the plain path to 1e-4). ``False``:
+            the plain modules (an A/B switch; the benchmark's ``-nofast`` rows).
     """
 
     source: Literal["fairseq", "torchaudio", "huggingface", "s3prl", "whisper_ct2", "whisper_pt"]
@@ -64,6 +82,9 @@ class TeacherConfig:
     model_config: Optional[str] = None
     normalize_waveform: Optional[bool] = None
     downsample_rate: Optional[int] = None
+    precision: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
+    eval_mode: bool = True
+    fast_path: bool = True
 
     def validate(self) -> None:
         """Cross-field rules (raise :class:`ConfigError` naming the key)."""

@@ -12,6 +12,11 @@ Valid lengths follow S3PRL's own featurizer rule, ``round(samples / downsample_r
 ``teacher.downsample_rate`` is set. S3PRL's experts compute group norm over the padded batch, so
 unlike our torchaudio adapter their features of a short utterance depend on the batch.
 
+``teacher.precision`` casts the expert's weights and its input waveforms (S3PRL's experts are
+plain modules; a reduced precision works where their code does). ``eval_mode: false`` leaves the
+expert in train mode, as S3PRL's distiller does; whatever layer drop the expert sets (S3PRL's
+HuBERT / wav2vec 2.0 experts set 0) is kept. The fast path does not apply (S3PRL's own modules).
+
 There is no ``student_init_state`` (arbitrary upstream; the weights' names are the upstream's):
 use ``source: fairseq`` / ``torchaudio`` / ``huggingface`` to initialise a student.
 
@@ -78,12 +83,16 @@ class S3PRLTeacher(Teacher):
                                f"shape, got {sorted(shapes)}")
         return list(states)
 
-    def _forward(self, wavs: Tensor, wav_lengths: Tensor) -> TeacherOutput:
+    def _forward(self, wavs: Tensor, wav_lengths: Tensor, layers: List[int]) -> TeacherOutput:
+        wavs = wavs.to(self.dtype)
         wav_list = [wavs[b, :n] for b, n in enumerate(wav_lengths.tolist())]
-        states = self._states(self.expert(wav_list), self.name)
+        states = self._states(self.expert(wav_list), self.name)  # the expert computes every layer
+        if len(states) != self.num_layers + 1:
+            raise TeacherError(f"teacher: S3PRL upstream {self.name!r} returned {len(states)} hidden "
+                               f"states, {self.num_layers + 1} when it was loaded")
         frames = states[0].shape[1]
         lengths = torch.clamp(torch.round(wav_lengths.double() / self.downsample_rate).long(), max=frames)
-        return TeacherOutput(hidden_states=states, lengths=lengths.to(states[0].device))
+        return TeacherOutput(hidden_states=[states[k] for k in layers], lengths=lengths.to(states[0].device))
 
     def describe(self) -> Dict[str, Any]:
         info = super().describe()

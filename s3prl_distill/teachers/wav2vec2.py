@@ -36,6 +36,9 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from s3prl_distill.config import ConfigError, from_dict, to_dict
+from s3prl_distill.models.fast import (DerivedCache, attention_stacked_qkv, conv_stack_channels_last,
+                                       feed_forward_inplace, inference_fast_path_ok, positional_conv_fft,
+                                       stacked_qkv)
 from s3prl_distill.state_dict import describe_mismatch
 from s3prl_distill.teachers.base import Teacher, TeacherError, TeacherOutput, lengths_to_mask
 
@@ -57,7 +60,7 @@ STANDARD_CONV_LAYERS: List[Tuple[int, int, int]] = [(512, 10, 5)] + [(512, 3, 2)
 
 @dataclass
 class Wav2Vec2Arch:
-    """Architecture of a torchaudio ``Wav2Vec2Model`` teacher (dropouts are always 0: frozen).
+    """Architecture of a torchaudio ``Wav2Vec2Model`` teacher.
 
     Attributes:
         extractor_mode: ``group_norm`` (GroupNorm on the first conv only; Base models) or
@@ -71,6 +74,12 @@ class Wav2Vec2Arch:
         layer_norm_first: fairseq's meaning: pre-LN blocks and a final encoder LayerNorm
             (Large models); ``False`` = post-LN blocks with the encoder LayerNorm before layer 1.
         num_buckets / max_distance: WavLM relative position buckets (arch ``wavlm`` only).
+        dropout / attention_dropout / activation_dropout / dropout_input: the checkpoint's
+            dropout rates (fairseq names; where the file does not say, fairseq's HuBERT /
+            wav2vec 2.0 defaults 0.1 / 0.1 / 0 / 0, as the other defaults here are HuBERT Base).
+            They act only when the teacher runs in train mode (``teacher.eval_mode: false``,
+            S3PRL's distiller behaviour); the encoder layer drop is always 0 (S3PRL sets it to 0
+            too).
     """
 
     extractor_mode: Literal["group_norm", "layer_norm"] = "group_norm"
@@ -85,6 +94,10 @@ class Wav2Vec2Arch:
     layer_norm_first: bool = False
     num_buckets: int = 320
     max_distance: int = 800
+    dropout: float = 0.1
+    attention_dropout: float = 0.1
+    activation_dropout: float = 0.0
+    dropout_input: float = 0.0
 
     def validate(self) -> None:
         if not self.conv_layers:
@@ -103,15 +116,29 @@ class Wav2Vec2Arch:
             raise ConfigError(
                 f"pos_conv_groups: embed_dim {self.embed_dim} is not divisible by {self.pos_conv_groups}"
             )
+        for name in ("dropout", "attention_dropout", "activation_dropout", "dropout_input"):
+            if not 0.0 <= getattr(self, name) < 1.0:
+                raise ConfigError(f"{name}: must lie in [0, 1), got {getattr(self, name)}")
 
     @property
     def downsample_rate(self) -> int:
         """Samples per output frame: the product of the conv strides (320 for the standard CNN)."""
         return int(math.prod(stride for _, _, stride in self.conv_layers))
 
+    @property
+    def receptive_field(self) -> int:
+        """Samples one output frame sees: the shortest input that gives a frame (400 for the
+        standard CNN)."""
+        field_, jump = 1, 1
+        for _, kernel, stride in self.conv_layers:
+            field_ += (kernel - 1) * jump
+            jump *= stride
+        return field_
+
 
 def build_wav2vec2_model(arch: Wav2Vec2Arch, kind: str = "hubert") -> torch.nn.Module:
-    """An untrained torchaudio ``Wav2Vec2Model`` of architecture ``arch`` with dropouts 0.
+    """An untrained torchaudio ``Wav2Vec2Model`` of architecture ``arch`` (its dropout rates,
+    layer drop 0).
 
     Args:
         arch: the architecture.
@@ -124,15 +151,15 @@ def build_wav2vec2_model(arch: Wav2Vec2Arch, kind: str = "hubert") -> torch.nn.M
         extractor_conv_layer_config=[tuple(c) for c in arch.conv_layers],
         extractor_conv_bias=arch.conv_bias,
         encoder_embed_dim=arch.embed_dim,
-        encoder_projection_dropout=0.0,
+        encoder_projection_dropout=arch.dropout_input,
         encoder_pos_conv_kernel=arch.pos_conv_kernel,
         encoder_pos_conv_groups=arch.pos_conv_groups,
         encoder_num_layers=arch.num_layers,
         encoder_num_heads=arch.num_heads,
-        encoder_attention_dropout=0.0,
+        encoder_attention_dropout=arch.attention_dropout,
         encoder_ff_interm_features=arch.ffn_dim,
-        encoder_ff_interm_dropout=0.0,
-        encoder_dropout=0.0,
+        encoder_ff_interm_dropout=arch.activation_dropout,
+        encoder_dropout=arch.dropout,
         encoder_layer_norm_first=arch.layer_norm_first,
         encoder_layer_drop=0.0,
         aux_num_out=None,
@@ -295,7 +322,21 @@ def _normalize_waveforms(wavs: Tensor, lengths: Tensor) -> Tensor:
 
 
 class Wav2Vec2Teacher(Teacher):
-    """A frozen torchaudio ``Wav2Vec2Model`` (HuBERT, wav2vec 2.0 or WavLM) with all layer outputs.
+    """A frozen torchaudio ``Wav2Vec2Model`` (HuBERT, wav2vec 2.0 or WavLM) with its layer outputs.
+
+    Two paths compute the same function (equal to 1e-4 on padded batches,
+    ``tests/test_teachers_fast_paths.py``):
+
+    * plain: torchaudio's modules (batched CNN with the group norm masked to valid frames,
+      additive attention mask); used with autograd, on accelerators, in train mode
+      (``eval_mode: false``) and with ``fast_path`` off;
+    * fast (CPU inference, eval mode): the students' kernels from
+      :mod:`s3prl_distill.models.fast` on the same weights - each utterance's CNN alone on its
+      valid samples, channels last, the first conv as a GEMM with its group norm folded in, GELU
+      in place; the positional conv by FFT (spectrum cached); one GEMM for q/k/v (stacked
+      weights cached), SDPA with a boolean key mask (none when nothing is padded), the
+      feed-forward's GELU in place. WavLM's gated relative-position attention keeps torchaudio's
+      layers (its CNN and positional conv take the fast path).
 
     Args:
         model: torchaudio ``Wav2Vec2Model`` matching ``arch`` (its ``aux`` head, if any, unused).
@@ -322,12 +363,18 @@ class Wav2Vec2Teacher(Teacher):
             num_layers=arch.num_layers,
             dim=arch.embed_dim,
             downsample_rate=arch.downsample_rate,
+            max_input_samples=None,  # relative positions (conv / WavLM buckets): no length limit
+            min_input_samples=arch.receptive_field,
         )
         self.model = model
         self.arch_config = arch
         self.normalize_waveform = bool(normalize_waveform)
+        # derived weights of the fast path (plain attributes: not parameters, not in state_dict)
+        self._pos_cache = DerivedCache()
+        self._qkv_caches = [DerivedCache() for _ in range(arch.num_layers)]
         self.freeze()
 
+    # -- plain path ----------------------------------------------------------------------------
     def _features(self, wavs: Tensor, lengths: Tensor) -> Tuple[Tensor, Tensor]:
         """CNN. ``wavs [B, S]`` -> ``([B, T, C], lengths [B])``."""
         x = wavs.unsqueeze(1)
@@ -343,33 +390,78 @@ class Wav2Vec2Teacher(Teacher):
             x = F.gelu(x)
         return x.transpose(1, 2), lengths
 
-    def _forward(self, wavs: Tensor, wav_lengths: Tensor) -> TeacherOutput:
-        if self.normalize_waveform:
+    # -- fast path -----------------------------------------------------------------------------
+    def _fast_ok(self, wavs: Tensor, wav_lengths: Tensor) -> bool:
+        """The fast path runs on CPU without autograd, in eval mode, with ``fast_path`` on and
+        every utterance long enough for one frame."""
+        return (self.fast_path and not self.model.training and inference_fast_path_ok(wavs)
+                and bool((wav_lengths >= self.arch_config.receptive_field).all()))
+
+    def _features_fast(self, wavs: Tensor, wav_lengths: Tensor) -> Tuple[Tensor, Tensor]:
+        """CNN per utterance, channels last. ``wavs [B, S]`` -> ``([B, T, C], lengths [B])``."""
+        blocks = self.model.feature_extractor.conv_layers
+        lengths = wav_lengths
+        for block in blocks:
+            lengths = torch.clamp(
+                torch.div(lengths - block.kernel_size, block.stride, rounding_mode="floor") + 1, min=0
+            )
+        channels = self.arch_config.conv_layers[-1][0]
+        return conv_stack_channels_last(blocks, wavs, wav_lengths, lengths, channels), lengths
+
+    def _layer_fast(self, index: int, layer: torch.nn.Module, x: Tensor, mask: Optional[Tensor]) -> Tensor:
+        """One torchaudio ``EncoderLayer`` (not WavLM) in eval mode: ``x [B, T, D]`` -> ``[B, T, D]``."""
+        attn, ff = layer.attention, layer.feed_forward
+        weight, bias = stacked_qkv(attn.q_proj, attn.k_proj, attn.v_proj, self._qkv_caches[index])
+        if layer.layer_norm_first:
+            x = x + attention_stacked_qkv(layer.layer_norm(x), weight, bias, attn.out_proj, attn.num_heads, mask)
+            return x + feed_forward_inplace(layer.final_layer_norm(x), ff.intermediate_dense, ff.output_dense)
+        x = layer.layer_norm(attention_stacked_qkv(x, weight, bias, attn.out_proj, attn.num_heads, mask).add_(x))
+        return layer.final_layer_norm(feed_forward_inplace(x, ff.intermediate_dense, ff.output_dense).add_(x))
+
+    # -- forward -------------------------------------------------------------------------------
+    def _forward(self, wavs: Tensor, wav_lengths: Tensor, layers: List[int]) -> TeacherOutput:
+        if self.normalize_waveform:  # in float32, before the cast to the teacher's precision
             wavs = _normalize_waveforms(wavs, wav_lengths)
-        feats, lengths = self._features(wavs, wav_lengths)
+        wavs = wavs.to(self.dtype)
+        fast = self._fast_ok(wavs, wav_lengths)
+        feats, lengths = self._features_fast(wavs, wav_lengths) if fast else self._features(wavs, wav_lengths)
         encoder = self.model.encoder
         transformer = encoder.transformer
         x = encoder.feature_projection(feats)  # [B, T, D]
-        valid = lengths_to_mask(lengths, x.shape[1])
+        batch, frames = x.shape[:2]
+        valid = lengths_to_mask(lengths, frames)
         x = x.masked_fill(~valid[..., None], 0.0)
+        if fast:
+            x = x + positional_conv_fft(transformer.pos_conv_embed.conv, x, self._pos_cache)
+            if transformer.layer_norm_first:  # torchaudio's flag is inverted: a post-LN model
+                x = transformer.layer_norm(x)
+        else:
+            x = transformer._preprocess(x)
         attention_mask: Optional[Tensor] = None
         key_padding_mask: Optional[Tensor] = None
+        bool_mask: Optional[Tensor] = None
         if self.arch == "wavlm":  # additive float mask: same dtype as WavLM's position bias
             key_padding_mask = -10000.0 * (~valid).to(x.dtype)
+        elif fast:
+            bool_mask = None if bool(valid.all()) else valid[:, None, None, :]
         else:
-            batch, frames = valid.shape
             attention_mask = (-10000.0 * (~valid)[:, None, None, :].to(x.dtype)).expand(batch, 1, frames, frames)
-        x = transformer._preprocess(x)
-        hidden = [x]
+        wanted, last = set(layers), max(layers)
+        states: Dict[int, Tensor] = {0: x} if 0 in wanted else {}
         position_bias = None
-        for layer in transformer.layers:
-            x, position_bias = layer(
-                x, attention_mask, position_bias=position_bias, key_padding_mask=key_padding_mask
-            )
-            hidden.append(x)
-        if not transformer.layer_norm_first:  # torchaudio's flag is inverted: pre-LN model
-            hidden[-1] = transformer.layer_norm(hidden[-1])
-        return TeacherOutput(hidden_states=hidden, lengths=lengths)
+        for index, layer in enumerate(transformer.layers[:last]):
+            if fast and self.arch != "wavlm":
+                x = self._layer_fast(index, layer, x, bool_mask)
+            else:
+                x, position_bias = layer(
+                    x, attention_mask, position_bias=position_bias, key_padding_mask=key_padding_mask
+                )
+            if index + 1 in wanted:
+                states[index + 1] = x
+        top = self.num_layers
+        if top in states and not transformer.layer_norm_first:  # torchaudio's flag: a pre-LN model
+            states[top] = transformer.layer_norm(states[top])
+        return TeacherOutput(hidden_states=self.select(states, layers), lengths=lengths)
 
     def student_init_state(self, num_layers: int) -> Dict[str, Tensor]:
         """CNN, feature projection, positional conv, encoder LayerNorm and layers ``0..n-1`` in
