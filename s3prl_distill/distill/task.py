@@ -133,10 +133,11 @@ class DistillationTask(nn.Module):
 
         Computed under ``torch.inference_mode``; returned as ordinary tensors (no graph).
         """
-        with torch.inference_mode():
-            out = self.teacher(wavs, wav_lengths)
-            targets = [out.hidden_states[k] for k in self.target_layers]
-            lengths = out.lengths
+        # a Teacher runs under inference mode itself and copies only these layers out of it
+        # (calling it inside inference mode would make those copies inference tensors again)
+        out = self.teacher(wavs, wav_lengths, layers=self.target_layers)
+        targets = list(out.hidden_states)
+        lengths = out.lengths
         # inference tensors cannot be saved for backward: copy out of inference mode (teachers
         # following the contract already return ordinary tensors; those are not copied again)
         targets = [t.clone() if t.is_inference() else t for t in targets]
