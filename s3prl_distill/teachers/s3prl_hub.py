@@ -153,6 +153,11 @@ def save_as_s3prl_hubert(teacher, path: str) -> None:
     model_cfg.pop("_name")
     model_cfg.update({"label_rate": 50.0, "final_dim": arch.embed_dim})
     weights = torchaudio_to_fairseq(teacher.model.state_dict())
+    if arch.conv_layers[-1][0] == arch.embed_dim:  # fairseq then builds no post_extract_proj
+        w, b = weights.pop("post_extract_proj.weight"), weights.pop("post_extract_proj.bias")
+        if not (torch.equal(w, torch.eye(arch.embed_dim, dtype=w.dtype)) and not b.any()):
+            raise TeacherError("save_as_s3prl_hubert: the CNN width equals embed_dim, where S3PRL's "
+                               "HuBERT has no feature projection, but this teacher's is not the identity")
     weights["mask_emb"] = torch.zeros(arch.embed_dim)
     weights["final_proj.weight"] = torch.zeros(arch.embed_dim, arch.embed_dim)
     weights["final_proj.bias"] = torch.zeros(arch.embed_dim)
