@@ -65,6 +65,13 @@ def test_fast_path_equals_plain_on_a_padded_batch(name):
     for b in range(len(LENGTHS)):
         for f, p in zip(_valid(fast, b), _valid(plain, b)):
             assert _close(f, p), name
+    # equal lengths (no padding: one batched attention call)
+    teacher.fast_path = True
+    same = teacher(wavs[:, :5000], torch.tensor([5000] * len(LENGTHS)))
+    teacher.fast_path = False
+    same_plain = teacher(wavs[:, :5000], torch.tensor([5000] * len(LENGTHS)))
+    for f, p in zip(same.hidden_states, same_plain.hidden_states):
+        assert _close(f, p), name
     # padding invariance of the fast path: each utterance as it is alone
     for b, n in enumerate(LENGTHS):
         teacher.fast_path = True

@@ -20,6 +20,8 @@ Kernels (measured figures: docs/benchmark.md):
   spectrum cached until a weight changes (:class:`DerivedCache`);
 * one GEMM for the stacked q / k / v projections, cached until a weight changes
   (:func:`stacked_qkv`, :func:`attention_stacked_qkv`);
+* packed transformer layers (:func:`pack_valid`, :func:`attention_packed`): the row-wise GEMMs
+  over the valid frames only, attention per utterance - no work on padding after the CNN either;
 * the feed-forward's GELU in place (:func:`feed_forward_inplace`).
 """
 
@@ -36,7 +38,8 @@ __all__ = [
     "fold_group_norm", "group_norm_channels_last", "conv_block_channels_last",
     "conv_stack_channels_last", "DerivedCache", "weight_sources", "fft_size",
     "grouped_conv_spectrum", "grouped_conv_fft", "positional_conv_fft", "stacked_qkv",
-    "attention_stacked_qkv", "feed_forward_inplace",
+    "attention_stacked_qkv", "feed_forward_inplace", "nhwc_weight", "pack_valid", "unpack_valid",
+    "attention_packed",
 ]
 
 
@@ -77,7 +80,14 @@ def conv_windows(x: Tensor, kernel: int, stride: int, ones_column: bool = False)
     return windows
 
 
-def conv1d_channels_last(x: Tensor, weight: Tensor, bias: Optional[Tensor], stride: int) -> Tensor:
+def nhwc_weight(weight: Tensor) -> Tensor:
+    """Conv weight [C_out, C_in, K] -> the [C_out, C_in, 1, K] channels-last copy oneDNN's NHWC
+    convolution takes (:func:`conv1d_channels_last`)."""
+    return weight[:, :, None, :].contiguous(memory_format=torch.channels_last)
+
+
+def conv1d_channels_last(x: Tensor, weight: Tensor, bias: Optional[Tensor], stride: int,
+                         nhwc: Optional[Tensor] = None) -> Tensor:
     """Conv1d without padding on channels-last activations, kept channels last.
 
     Small windows (the first layer's 10 samples): im2col + one GEMM; pointwise: one GEMM on the
@@ -91,6 +101,7 @@ def conv1d_channels_last(x: Tensor, weight: Tensor, bias: Optional[Tensor], stri
     Args:
         x (Tensor): [T, C_in] contiguous, T >= K.
         weight (Tensor): [C_out, C_in, K]; bias: [C_out] or None.
+        nhwc: :func:`nhwc_weight` of ``weight`` if the caller keeps it (else copied per call).
     Returns:
         Tensor: [T', C_out] contiguous, ``T' = (T - K) // stride + 1``.
     """
@@ -99,7 +110,8 @@ def conv1d_channels_last(x: Tensor, weight: Tensor, bias: Optional[Tensor], stri
         rows = conv_windows(x, kernel, stride) if kernel > 1 or stride > 1 else x
         w = gemm_weight(weight).t()  # [K * C_in, C_out]
         return torch.mm(rows, w) if bias is None else torch.addmm(bias, rows, w)
-    nhwc = weight[:, :, None, :].contiguous(memory_format=torch.channels_last)
+    if nhwc is None:
+        nhwc = nhwc_weight(weight)
     y = F.conv2d(x.t()[None, :, None, :], nhwc, bias, stride=(1, stride))  # [1, C_out, 1, T']
     return y[0, :, 0, :].t().contiguous()  # a no-op: the output is NHWC
 
@@ -145,7 +157,8 @@ def group_norm_channels_last(norm: nn.GroupNorm, y: Tensor) -> Tensor:
     return y.sub_(mean).mul_(scale).add_(norm.bias)
 
 
-def conv_block_channels_last(conv: nn.Conv1d, stride: int, norm: Optional[nn.Module], x: Tensor) -> Tensor:
+def conv_block_channels_last(conv: nn.Conv1d, stride: int, norm: Optional[nn.Module], x: Tensor,
+                             cache: Optional["DerivedCache"] = None) -> Tensor:
     """Conv (no padding) -> optional norm -> GELU on one utterance, every frame valid, no autograd:
     x [T, C_in] -> [T', C_out] (contiguous).
 
@@ -158,6 +171,7 @@ def conv_block_channels_last(conv: nn.Conv1d, stride: int, norm: Optional[nn.Mod
         conv: the block's ``nn.Conv1d`` (weight [C_out, C_in, K], bias or None).
         stride: its stride.
         norm: ``None``, a ``GroupNorm(C, C)`` or a LayerNorm over C.
+        cache: keeps the conv's NHWC weight between calls (else re-laid out per call).
     """
     weight, bias = conv.weight, conv.bias
     kernel = weight.shape[-1]
@@ -168,7 +182,10 @@ def conv_block_channels_last(conv: nn.Conv1d, stride: int, norm: Optional[nn.Mod
         # the bias rides in the GEMM on the column of ones: no separate pass over the output
         y = torch.mm(windows, torch.cat([w2d, b[:, None]], 1).t())
     else:
-        y = conv1d_channels_last(x, weight, bias, stride)
+        nhwc = None
+        if cache is not None and weight.shape[1] * kernel > SMALL_WINDOW and kernel > 1:
+            nhwc = cache.get((weight,), lambda: nhwc_weight(weight))
+        y = conv1d_channels_last(x, weight, bias, stride, nhwc)
         if _per_channel_group_norm(norm):
             y = group_norm_channels_last(norm, y)
         elif isinstance(norm, nn.LayerNorm):  # a LayerNorm over C
@@ -179,7 +196,8 @@ def conv_block_channels_last(conv: nn.Conv1d, stride: int, norm: Optional[nn.Mod
 
 
 def conv_stack_channels_last(blocks: Sequence[nn.Module], wavs: Tensor, wav_lengths: Tensor,
-                             lengths: Tensor, channels: int) -> Tensor:
+                             lengths: Tensor, channels: int,
+                             caches: Optional[Sequence["DerivedCache"]] = None) -> Tensor:
     """The whole conv stack, each utterance alone on its valid samples, channels last.
 
     Args:
@@ -187,14 +205,16 @@ def conv_stack_channels_last(blocks: Sequence[nn.Module], wavs: Tensor, wav_leng
         wavs (Tensor): [B, S]; wav_lengths (Tensor): [B] valid samples (each >= the receptive field).
         lengths (Tensor): [B] valid output frames (the conv arithmetic of ``wav_lengths``).
         channels: C of the last block.
+        caches: one :class:`DerivedCache` per block for its NHWC weight (optional).
     Returns:
         Tensor: [B, max(lengths), C]; padded frames are 0.
     """
     out = wavs.new_zeros(wavs.shape[0], int(lengths.max()), channels)
+    caches = list(caches) if caches is not None else [None] * len(blocks)
     for b, n in enumerate(wav_lengths.tolist()):
         y = wavs[b, :n, None]  # [S, 1]
-        for block in blocks:
-            y = conv_block_channels_last(block.conv, block.stride, block.layer_norm, y)
+        for block, cache in zip(blocks, caches):
+            y = conv_block_channels_last(block.conv, block.stride, block.layer_norm, y, cache)
         out[b, : y.shape[0]] = y
     return out
 
@@ -341,6 +361,56 @@ def attention_stacked_qkv(x: Tensor, weight: Tensor, bias: Tensor, out_proj: nn.
     q, k, v = qkv.permute(2, 0, 3, 1, 4).unbind(0)  # each [B, H, T, d_head]
     y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout_p)
     return out_proj(y.transpose(1, 2).reshape(b, t, d))
+
+
+def pack_valid(x: Tensor, lengths: Tensor) -> Tuple[Tensor, Optional[Tensor]]:
+    """The valid frames of a padded batch, utterance after utterance: x [B, T, D] -> ([N, D],
+    index [N] of those rows in the flattened [B * T]; ``None`` when nothing is padded: then the
+    packed tensor is a view). Row-wise layers (linear, LayerNorm, feed-forward) then do no work
+    on padding; attention runs per utterance (:func:`attention_packed`)."""
+    b, t, d = x.shape
+    if bool((lengths >= t).all()):
+        return x.reshape(b * t, d), None
+    valid = torch.arange(t, device=x.device)[None, :] < lengths[:, None]
+    index = valid.reshape(-1).nonzero().squeeze(1)
+    return x.reshape(b * t, d).index_select(0, index), index
+
+
+def unpack_valid(x: Tensor, index: Optional[Tensor], batch: int, frames: int) -> Tensor:
+    """Inverse of :func:`pack_valid`: [N, D] -> [B, T, D] with zeros on padded frames."""
+    if index is None:
+        return x.reshape(batch, frames, x.shape[-1])
+    out = x.new_zeros(batch * frames, x.shape[-1])
+    out.index_copy_(0, index, x)
+    return out.view(batch, frames, x.shape[-1])
+
+
+def attention_packed(x: Tensor, weight: Tensor, bias: Tensor, out_proj: nn.Linear, num_heads: int,
+                     splits: Sequence[int]) -> Tensor:
+    """Self-attention over packed utterances (:func:`pack_valid`): one GEMM for q/k/v and one for
+    the output over all valid frames, SDPA per utterance on its own frames (no mask; one batched
+    call when every utterance has the same length).
+
+    Args:
+        x (Tensor): [N, D], ``N = sum(splits)``; weight [3D, D], bias [3D] (:func:`stacked_qkv`).
+        splits: frames of each utterance, in order.
+    Returns:
+        Tensor: [N, D].
+    """
+    n, d = x.shape
+    qkv = F.linear(x, weight, bias)  # [N, 3D]
+    if len(set(splits)) == 1:  # equal lengths: one call over [B, H, T, d_head]
+        b, t = len(splits), splits[0]
+        q, k, v = qkv.view(b, t, 3, num_heads, d // num_heads).permute(2, 0, 3, 1, 4).unbind(0)
+        y = F.scaled_dot_product_attention(q, k, v).transpose(1, 2).reshape(n, d)
+    else:
+        outs = []
+        for chunk in qkv.split(list(splits)):
+            t = chunk.shape[0]
+            q, k, v = chunk.view(1, t, 3, num_heads, d // num_heads).permute(2, 0, 3, 1, 4).unbind(0)
+            outs.append(F.scaled_dot_product_attention(q, k, v).transpose(1, 2).reshape(t, d))
+        y = torch.cat(outs)
+    return out_proj(y)
 
 
 def feed_forward_inplace(x: Tensor, fc1: nn.Linear, fc2: nn.Linear) -> Tensor:

@@ -36,9 +36,9 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from s3prl_distill.config import ConfigError, from_dict, to_dict
-from s3prl_distill.models.fast import (DerivedCache, attention_stacked_qkv, conv_stack_channels_last,
-                                       feed_forward_inplace, inference_fast_path_ok, positional_conv_fft,
-                                       stacked_qkv)
+from s3prl_distill.models.fast import (DerivedCache, attention_packed, conv_stack_channels_last,
+                                       feed_forward_inplace, inference_fast_path_ok, pack_valid,
+                                       positional_conv_fft, stacked_qkv, unpack_valid)
 from s3prl_distill.state_dict import describe_mismatch
 from s3prl_distill.teachers.base import Teacher, TeacherError, TeacherOutput, lengths_to_mask
 
@@ -333,10 +333,11 @@ class Wav2Vec2Teacher(Teacher):
     * fast (CPU inference, eval mode): the students' kernels from
       :mod:`s3prl_distill.models.fast` on the same weights - each utterance's CNN alone on its
       valid samples, channels last, the first conv as a GEMM with its group norm folded in, GELU
-      in place; the positional conv by FFT (spectrum cached); one GEMM for q/k/v (stacked
-      weights cached), SDPA with a boolean key mask (none when nothing is padded), the
-      feed-forward's GELU in place. WavLM's gated relative-position attention keeps torchaudio's
-      layers (its CNN and positional conv take the fast path).
+      in place; the positional conv by FFT (spectrum cached); then the transformer layers on the
+      valid frames only, packed (every linear layer, LayerNorm and feed-forward on ``[N_valid,
+      D]``; attention per utterance on its own frames, no mask), one GEMM for q/k/v (stacked
+      weights cached), the feed-forward's GELU in place. WavLM's gated relative-position
+      attention keeps torchaudio's layers (its CNN and positional conv take the fast path).
 
     Args:
         model: torchaudio ``Wav2Vec2Model`` matching ``arch`` (its ``aux`` head, if any, unused).
@@ -372,6 +373,7 @@ class Wav2Vec2Teacher(Teacher):
         # derived weights of the fast path (plain attributes: not parameters, not in state_dict)
         self._pos_cache = DerivedCache()
         self._qkv_caches = [DerivedCache() for _ in range(arch.num_layers)]
+        self._conv_caches = [DerivedCache() for _ in arch.conv_layers]
         self.freeze()
 
     # -- plain path ----------------------------------------------------------------------------
@@ -406,16 +408,17 @@ class Wav2Vec2Teacher(Teacher):
                 torch.div(lengths - block.kernel_size, block.stride, rounding_mode="floor") + 1, min=0
             )
         channels = self.arch_config.conv_layers[-1][0]
-        return conv_stack_channels_last(blocks, wavs, wav_lengths, lengths, channels), lengths
+        return conv_stack_channels_last(blocks, wavs, wav_lengths, lengths, channels, self._conv_caches), lengths
 
-    def _layer_fast(self, index: int, layer: torch.nn.Module, x: Tensor, mask: Optional[Tensor]) -> Tensor:
-        """One torchaudio ``EncoderLayer`` (not WavLM) in eval mode: ``x [B, T, D]`` -> ``[B, T, D]``."""
+    def _layer_fast(self, index: int, layer: torch.nn.Module, x: Tensor, splits: List[int]) -> Tensor:
+        """One torchaudio ``EncoderLayer`` (not WavLM) in eval mode on packed valid frames:
+        ``x [N, D]`` (:func:`~s3prl_distill.models.fast.pack_valid`) -> ``[N, D]``."""
         attn, ff = layer.attention, layer.feed_forward
         weight, bias = stacked_qkv(attn.q_proj, attn.k_proj, attn.v_proj, self._qkv_caches[index])
         if layer.layer_norm_first:
-            x = x + attention_stacked_qkv(layer.layer_norm(x), weight, bias, attn.out_proj, attn.num_heads, mask)
+            x = x + attention_packed(layer.layer_norm(x), weight, bias, attn.out_proj, attn.num_heads, splits)
             return x + feed_forward_inplace(layer.final_layer_norm(x), ff.intermediate_dense, ff.output_dense)
-        x = layer.layer_norm(attention_stacked_qkv(x, weight, bias, attn.out_proj, attn.num_heads, mask).add_(x))
+        x = layer.layer_norm(attention_packed(x, weight, bias, attn.out_proj, attn.num_heads, splits).add_(x))
         return layer.final_layer_norm(feed_forward_inplace(x, ff.intermediate_dense, ff.output_dense).add_(x))
 
     # -- forward -------------------------------------------------------------------------------
@@ -437,29 +440,34 @@ class Wav2Vec2Teacher(Teacher):
                 x = transformer.layer_norm(x)
         else:
             x = transformer._preprocess(x)
-        attention_mask: Optional[Tensor] = None
-        key_padding_mask: Optional[Tensor] = None
-        bool_mask: Optional[Tensor] = None
-        if self.arch == "wavlm":  # additive float mask: same dtype as WavLM's position bias
-            key_padding_mask = -10000.0 * (~valid).to(x.dtype)
-        elif fast:
-            bool_mask = None if bool(valid.all()) else valid[:, None, None, :]
-        else:
-            attention_mask = (-10000.0 * (~valid)[:, None, None, :].to(x.dtype)).expand(batch, 1, frames, frames)
         wanted, last = set(layers), max(layers)
         states: Dict[int, Tensor] = {0: x} if 0 in wanted else {}
+        top = self.num_layers
+        if fast and self.arch != "wavlm":
+            # the layers on the valid frames only (row-wise GEMMs), attention per utterance
+            packed, index = pack_valid(x, lengths)
+            splits = lengths.tolist()
+            for i, layer in enumerate(transformer.layers[:last]):
+                packed = self._layer_fast(i, layer, packed, splits)
+                if i + 1 in wanted:
+                    if i + 1 == top and not transformer.layer_norm_first:  # torchaudio's flag: pre-LN
+                        packed = transformer.layer_norm(packed)
+                    states[i + 1] = unpack_valid(packed, index, batch, frames)
+            return TeacherOutput(hidden_states=self.select(states, layers), lengths=lengths)
+        attention_mask: Optional[Tensor] = None
+        key_padding_mask: Optional[Tensor] = None
+        if self.arch == "wavlm":  # additive float mask: same dtype as WavLM's position bias
+            key_padding_mask = -10000.0 * (~valid).to(x.dtype)
+        else:
+            attention_mask = (-10000.0 * (~valid)[:, None, None, :].to(x.dtype)).expand(batch, 1, frames, frames)
         position_bias = None
         for index, layer in enumerate(transformer.layers[:last]):
-            if fast and self.arch != "wavlm":
-                x = self._layer_fast(index, layer, x, bool_mask)
-            else:
-                x, position_bias = layer(
-                    x, attention_mask, position_bias=position_bias, key_padding_mask=key_padding_mask
-                )
+            x, position_bias = layer(
+                x, attention_mask, position_bias=position_bias, key_padding_mask=key_padding_mask
+            )
             if index + 1 in wanted:
                 states[index + 1] = x
-        top = self.num_layers
-        if top in states and not transformer.layer_norm_first:  # torchaudio's flag: a pre-LN model
+        if top in states and not transformer.layer_norm_first:  # torchaudio's flag is inverted: a pre-LN model
             states[top] = transformer.layer_norm(states[top])
         return TeacherOutput(hidden_states=self.select(states, layers), lengths=lengths)
 

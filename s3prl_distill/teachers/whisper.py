@@ -44,8 +44,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from s3prl_distill.models.fast import (DerivedCache, attention_stacked_qkv, conv1d_channels_last,
-                                       feed_forward_inplace, inference_fast_path_ok, stacked_qkv)
+from s3prl_distill.models.fast import (DerivedCache, attention_packed, conv1d_channels_last,
+                                       feed_forward_inplace, inference_fast_path_ok, pack_valid,
+                                       stacked_qkv, unpack_valid)
 from s3prl_distill.models.log_mel import (HOP_LENGTH, MIN_SAMPLES, SAMPLE_RATE,  # noqa: F401
                                           batch_log_mel, log_mel_spectrogram, mel_frames)
 from s3prl_distill.teachers.base import Teacher, TeacherError, TeacherOutput, lengths_to_mask
@@ -126,12 +127,13 @@ class _Block(nn.Module):
         x = x + self.attn(self.attn_ln(x), pad)
         return x + self.mlp(self.mlp_ln(x))
 
-    def forward_fast(self, x: Tensor, mask: Optional[Tensor], cache: DerivedCache) -> Tensor:
-        """Inference: one GEMM for q/k/v (the key's missing bias as zeros), a boolean key mask
-        ``[B, 1, 1, T]`` (True = attend; ``None``: nothing padded), the MLP's GELU in place."""
+    def forward_fast(self, x: Tensor, splits: List[int], cache: DerivedCache) -> Tensor:
+        """Inference on packed valid frames ``x [N, D]`` (``splits``: frames per utterance): one
+        GEMM for q/k/v (the key's missing bias as zeros), attention per utterance, the MLP's GELU
+        in place."""
         attn = self.attn
         weight, bias = stacked_qkv(attn.query, attn.key, attn.value, cache)
-        x = x + attention_stacked_qkv(self.attn_ln(x), weight, bias, attn.out, attn.num_heads, mask)
+        x = x + attention_packed(self.attn_ln(x), weight, bias, attn.out, attn.num_heads, splits)
         return x + feed_forward_inplace(self.mlp_ln(x), self.mlp[0], self.mlp[2])
 
 
@@ -201,8 +203,9 @@ class WhisperEncoder(nn.Module):
             mel_lengths (Tensor): ``[B]`` valid mel frames.
             layers: the states to return, in this order (``None``: all ``L + 1``); blocks above
                 the highest one asked for are not run.
-            fast: the inference fast path (no autograd; :meth:`front_end_channels_last`, one GEMM
-                for q/k/v, boolean key mask, GELU in place).
+            fast: the inference fast path (no autograd; :meth:`front_end_channels_last`, the
+                blocks on the packed valid frames with attention per utterance, one GEMM for
+                q/k/v, GELU in place).
         Returns:
             (hidden states ``[B, T, D]`` of ``layers``, lengths ``[B]`` with ``T = ceil(F / 2)``).
         """
@@ -214,19 +217,23 @@ class WhisperEncoder(nn.Module):
         valid = lengths_to_mask(lengths, x.shape[1])
         wanted, last = set(layers), max(layers)
         states = {0: x} if 0 in wanted else {}
-        if fast:
-            mask = None if bool(valid.all()) else valid[:, None, None, :]
+        top = len(self.blocks)
+        if fast:  # the blocks on the valid frames only, attention per utterance
+            batch, frames = x.shape[:2]
+            packed, index = pack_valid(x, lengths)
+            splits = lengths.tolist()
             for i, block in enumerate(self.blocks[:last]):
-                x = block.forward_fast(x, mask, self._qkv_caches[i])
+                packed = block.forward_fast(packed, splits, self._qkv_caches[i])
                 if i + 1 in wanted:
-                    states[i + 1] = x
+                    states[i + 1] = unpack_valid(self.ln_post(packed) if i + 1 == top else packed,
+                                                 index, batch, frames)
+            return [states[k] for k in layers], lengths
         else:
             pad = ~valid
             for i, block in enumerate(self.blocks[:last]):
                 x = block(x, pad)
                 if i + 1 in wanted:
                     states[i + 1] = x
-        top = len(self.blocks)
         if top in states:
             states[top] = self.ln_post(states[top])
         return [states[k] for k in layers], lengths
@@ -240,8 +247,8 @@ class WhisperTeacher(Teacher):
     ``min_input_samples``: 201 (the centred STFT's reflect padding needs more than 200 samples).
 
     Fast path (CPU inference, eval mode, ``fast_path`` on): the convs per utterance on valid
-    frames, channels last; one GEMM for q/k/v; a boolean key mask (none when nothing is padded);
-    the MLP's GELU in place. Equal to the plain path to 1e-4.
+    frames, channels last; the blocks on the valid frames only (packed; attention per utterance);
+    one GEMM for q/k/v; the MLP's GELU in place. Equal to the plain path to 1e-4.
     """
 
     def __init__(self, encoder: WhisperEncoder, *, source: str, path: Optional[str]) -> None:
