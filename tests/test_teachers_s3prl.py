@@ -102,3 +102,30 @@ def test_s3prl_errors(tmp_path):
 def test_missing_path_is_a_clear_error(tmp_path):
     with pytest.raises(TeacherError, match="no such file"):
         build_teacher({"source": "s3prl", "name": "hubert_local", "path": str(tmp_path / "none.ckpt")})
+
+
+@pytest.mark.slow
+def test_s3prl_padding_and_eval_mode_reproduce_s3prls_teacher_on_a_padded_batch(tmp_path):
+    """teacher.padding: s3prl = S3PRL's own HuBERT expert on the padded batch (group norm over the
+    padding, fairseq's frame rule); with dropout its train mode is S3PRL's distiller teacher."""
+    from s3prl_distill.teachers.wav2vec2 import s3prl_frame_lengths
+
+    model = tiny_model(tiny_arch("group_norm", False))
+    torch.save({"state_dict": model.state_dict(), "arch": {"num_heads": 4, "layer_norm_first": False,
+                                                           "dropout": 0.0, "attention_dropout": 0.0}},
+               tmp_path / "ta.pt")
+    ours = build_teacher({"source": "torchaudio", "path": str(tmp_path / "ta.pt"), "padding": "s3prl"})
+    masked = build_teacher({"source": "torchaudio", "path": str(tmp_path / "ta.pt")})
+    save_as_s3prl_hubert(ours, str(tmp_path / "h.ckpt"))
+    theirs = build_teacher({"source": "s3prl", "name": "hubert_local", "path": str(tmp_path / "h.ckpt")})
+    wavs, lengths = padded_batch(LENGTHS)
+    a, b, m = ours(wavs, lengths), theirs(wavs, lengths), masked(wavs, lengths)
+    assert a.lengths.tolist() == b.lengths.tolist() == [24, 16, 20]
+    assert s3prl_frame_lengths(lengths, wavs.shape[1], 24).tolist() == [24, 16, 20]
+    for x, y, z in zip(a.hidden_states, b.hidden_states, m.hidden_states):
+        for i, n in enumerate(a.lengths.tolist()):
+            assert (x[i, :n] - y[i, :n]).abs().max() < 1e-4, i
+        assert (x[1, :15] - z[1, :15]).abs().max() > 1e-3  # the masked default differs on short items
+    assert ours.describe()["padding"] == "s3prl"
+    with pytest.raises(Exception, match="padding"):
+        build_teacher({"source": "whisper_ct2", "path": None, "padding": "s3prl"})

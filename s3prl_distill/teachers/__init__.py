@@ -34,7 +34,8 @@ def build_teacher(cfg: Union[TeacherConfig, Mapping[str, Any]]) -> Teacher:
     if cfg.path is not None:
         cfg = dataclasses.replace(cfg, path=os.path.expanduser(cfg.path))
     teacher = _load(cfg)
-    return teacher.configure(precision=cfg.precision, eval_mode=cfg.eval_mode, fast_path=cfg.fast_path)
+    return teacher.configure(precision=cfg.precision, eval_mode=cfg.eval_mode, fast_path=cfg.fast_path,
+                             padding=None if cfg.source == "s3prl" else cfg.padding)
 
 
 def _load(cfg: TeacherConfig) -> Teacher:

@@ -215,12 +215,24 @@ class Teacher(nn.Module):
 
     # -- settings -----------------------------------------------------------------------------
     def configure(self, *, precision: Optional[str] = None, eval_mode: Optional[bool] = None,
-                  fast_path: Optional[bool] = None) -> "Teacher":
+                  fast_path: Optional[bool] = None, padding: Optional[str] = None) -> "Teacher":
         """Apply the ``teacher:`` settings (``None`` keeps the current one); returns ``self``.
 
+        A reduced precision is applied by casting the weights: going back to ``float32`` later
+        does not restore the dropped bits (build a new teacher for that).
+
         Raises:
-            TeacherError: an unknown precision.
+            TeacherError: an unknown precision, or ``padding: s3prl`` on a teacher without it.
         """
+        if padding is not None:
+            if padding not in ("masked", "s3prl"):
+                raise TeacherError(f"teacher.padding: expected masked or s3prl, got {padding!r}")
+            if not hasattr(self, "padding"):  # only the wav2vec 2.0 family has the switch
+                if padding == "s3prl":
+                    raise TeacherError(f"teacher.padding: 's3prl' is not available for a {self.arch} "
+                                       f"teacher from source {self.source}")
+            else:
+                self.padding = padding
         if precision is not None:
             resolve_precision(precision, torch.device("cpu"))  # validates
             self.precision = precision

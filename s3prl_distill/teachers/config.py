@@ -8,6 +8,7 @@ Example (``upstream_configs/distilhubert.yaml``)::
       arch: hubert                          # hubert | wav2vec2 | wavlm | whisper (if the file does not say)
       precision: auto                       # auto (float16 on CUDA, float32 on CPU) | float32 | bfloat16 | float16
       eval_mode: true                       # false: dropout on, as S3PRL's distiller (see below)
+      padding: masked                       # s3prl: group norm over the padded batch, as S3PRL's HuBERT
 
 Sources and what ``path`` is:
 
@@ -72,6 +73,13 @@ class TeacherConfig:
             channels-last CNN with the first group norm folded into its GEMM, FFT positional conv,
             one GEMM for q/k/v, GELU in place; outputs equal the plain path to 1e-4). ``False``:
             the plain modules (an A/B switch; the benchmark's ``-nofast`` rows).
+        padding: ``masked`` (default, ours): on a padded batch every utterance gets exactly the
+            features it gets alone (the first CNN layer's group norm over its valid frames, valid
+            frames by the conv arithmetic). ``s3prl``: S3PRL's HuBERT / wav2vec 2.0 experts (and
+            fairseq): group-norm statistics over the padded batch, and a frame counts as valid
+            when any of its samples is (1-2 frames more); wav2vec 2.0-family sources only (a
+            ``source: s3prl`` teacher always behaves so). With ``eval_mode: false`` this is S3PRL's
+            distiller teacher exactly.
     """
 
     source: Literal["fairseq", "torchaudio", "huggingface", "s3prl", "whisper_ct2", "whisper_pt"]
@@ -85,6 +93,7 @@ class TeacherConfig:
     precision: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
     eval_mode: bool = True
     fast_path: bool = True
+    padding: Literal["masked", "s3prl"] = "masked"
 
     def validate(self) -> None:
         """Cross-field rules (raise :class:`ConfigError` naming the key)."""
@@ -103,5 +112,7 @@ class TeacherConfig:
             raise ConfigError(f"arch: 'whisper' is not available from source '{self.source}'")
         if self.arch_config and self.source not in ("torchaudio", "fairseq"):
             raise ConfigError(f"arch_config: only used with source torchaudio/fairseq, not '{self.source}'")
+        if self.padding == "s3prl" and self.source in ("whisper_ct2", "whisper_pt"):
+            raise ConfigError("padding: 's3prl' is S3PRL's HuBERT / wav2vec 2.0 padding; not for Whisper teachers")
         if self.downsample_rate is not None and self.downsample_rate <= 0:
             raise ConfigError(f"downsample_rate: must be positive, got {self.downsample_rate}")

@@ -12,6 +12,9 @@ Two deliberate differences from running torchaudio's model on a padded batch:
   padding, so an utterance's features depend on what it was batched with. Here the statistics are
   taken over each utterance's valid frames only, so every utterance gets exactly the features it
   gets alone (which is how these models were trained: fairseq crops batches to equal length).
+  ``teacher.padding: s3prl`` reproduces S3PRL's HuBERT / wav2vec 2.0 experts instead (the
+  statistics over the padded batch, and fairseq's rule for valid frames:
+  :func:`s3prl_frame_lengths`), for exact reproduction of S3PRL's distiller.
 * **Final LayerNorm** of pre-LN models (``layer_norm_first``) is applied to the last hidden state
   (see :mod:`s3prl_distill.teachers.base`).
 
@@ -311,6 +314,19 @@ def _masked_instance_norm(x: Tensor, lengths: Tensor, norm: torch.nn.GroupNorm) 
     return y
 
 
+def s3prl_frame_lengths(wav_lengths: Tensor, samples: int, frames: int) -> Tensor:
+    """Valid frames by fairseq's rule (S3PRL's HuBERT / wav2vec 2.0 experts,
+    ``forward_padding_mask``): with ``r = S // T`` samples per frame (the last ``S % T`` samples
+    dropped), a frame is padding only if all its ``r`` samples are, so ``min(T, ceil(L / r))``
+    frames are valid - one or two more than the conv arithmetic gives.
+
+    Args:
+        wav_lengths (Tensor): ``[B]`` valid samples; samples: ``S`` of the padded batch; frames: ``T``.
+    """
+    r = samples // frames
+    return torch.clamp(torch.div(wav_lengths + r - 1, r, rounding_mode="floor"), max=frames)
+
+
 def _normalize_waveforms(wavs: Tensor, lengths: Tensor) -> Tensor:
     """Zero mean, unit variance over each waveform's valid samples (fairseq ``normalize``),
     padding kept at 0. ``wavs [B, S]`` -> ``[B, S]``."""
@@ -370,6 +386,7 @@ class Wav2Vec2Teacher(Teacher):
         self.model = model
         self.arch_config = arch
         self.normalize_waveform = bool(normalize_waveform)
+        self.padding = "masked"  # teacher.padding (TeacherConfig); "s3prl": fairseq's padded-batch rules
         # derived weights of the fast path (plain attributes: not parameters, not in state_dict)
         self._pos_cache = DerivedCache()
         self._qkv_caches = [DerivedCache() for _ in range(arch.num_layers)]
@@ -385,7 +402,9 @@ class Wav2Vec2Teacher(Teacher):
             lengths = torch.clamp(
                 torch.div(lengths - block.kernel_size, block.stride, rounding_mode="floor") + 1, min=0
             )
-            if isinstance(block.layer_norm, torch.nn.GroupNorm):
+            if isinstance(block.layer_norm, torch.nn.GroupNorm) and self.padding == "s3prl":
+                x = block.layer_norm(x)  # statistics over the padded batch, as fairseq / S3PRL
+            elif isinstance(block.layer_norm, torch.nn.GroupNorm):
                 x = _masked_instance_norm(x, lengths, block.layer_norm)
             elif block.layer_norm is not None:
                 x = block.layer_norm(x)
@@ -396,7 +415,8 @@ class Wav2Vec2Teacher(Teacher):
     def _fast_ok(self, wavs: Tensor, wav_lengths: Tensor) -> bool:
         """The fast path runs on CPU without autograd, in eval mode, with ``fast_path`` on and
         every utterance long enough for one frame."""
-        return (self.fast_path and not self.model.training and inference_fast_path_ok(wavs)
+        return (self.fast_path and self.padding == "masked" and not self.model.training
+                and inference_fast_path_ok(wavs)
                 and bool((wav_lengths >= self.arch_config.receptive_field).all()))
 
     def _features_fast(self, wavs: Tensor, wav_lengths: Tensor) -> Tuple[Tensor, Tensor]:
@@ -432,6 +452,8 @@ class Wav2Vec2Teacher(Teacher):
         transformer = encoder.transformer
         x = encoder.feature_projection(feats)  # [B, T, D]
         batch, frames = x.shape[:2]
+        if self.padding == "s3prl":
+            lengths = s3prl_frame_lengths(wav_lengths, wavs.shape[1], frames)
         valid = lengths_to_mask(lengths, frames)
         x = x.masked_fill(~valid[..., None], 0.0)
         if fast:
@@ -491,6 +513,7 @@ class Wav2Vec2Teacher(Teacher):
         info = super().describe()
         info["arch_config"] = to_dict(self.arch_config)
         info["normalize_waveform"] = self.normalize_waveform
+        info["padding"] = self.padding
         return info
 
 
