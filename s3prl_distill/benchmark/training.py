@@ -79,8 +79,8 @@ def _teacher_arch(tiny: bool):
 def _teachers(tiny: bool, seed: int, workdir: str) -> Tuple[nn.Module, nn.Module]:
     """Our frozen teacher (HuBERT Base or tiny, random weights) and S3PRL's own HuBERT hub expert
     on the same weights (train mode, as in S3PRL's distiller)."""
-    from s3prl_distill.teachers import build_teacher
-    from s3prl_distill.teachers.s3prl_hub import save_as_s3prl_hubert
+    from s3prl_distill.teachers import TeacherConfig
+    from s3prl_distill.teachers.s3prl_hub import load_s3prl_expert, save_as_s3prl_hubert
     from s3prl_distill.teachers.wav2vec2 import Wav2Vec2Teacher, build_wav2vec2_model
 
     arch = _teacher_arch(tiny)
@@ -88,7 +88,7 @@ def _teachers(tiny: bool, seed: int, workdir: str) -> Tuple[nn.Module, nn.Module
     teacher = Wav2Vec2Teacher(build_wav2vec2_model(arch, "hubert"), arch, "hubert", source="torchaudio", path=None)
     path = os.path.join(workdir, "s3prl_hubert.ckpt")
     save_as_s3prl_hubert(teacher, path)
-    expert = build_teacher({"source": "s3prl", "name": "hubert_local", "path": path}).expert
+    expert = load_s3prl_expert(TeacherConfig(source="s3prl", name="hubert_local", path=path)).expert
     expert.train()  # S3PRL's runner: self.upstream.train() reaches the teacher
     return teacher, expert
 

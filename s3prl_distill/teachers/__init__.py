@@ -34,8 +34,9 @@ def build_teacher(cfg: Union[TeacherConfig, Mapping[str, Any]]) -> Teacher:
     if cfg.path is not None:
         cfg = dataclasses.replace(cfg, path=os.path.expanduser(cfg.path))
     teacher = _load(cfg)
+    padding = cfg.padding or ("s3prl" if cfg.source == "s3prl" else "masked")
     return teacher.configure(precision=cfg.precision, eval_mode=cfg.eval_mode, fast_path=cfg.fast_path,
-                             padding=None if cfg.source == "s3prl" else cfg.padding)
+                             padding=padding)
 
 
 def _load(cfg: TeacherConfig) -> Teacher:

@@ -186,6 +186,9 @@ class Teacher(nn.Module):
         source, path, arch (str): where it came from (for :meth:`describe`).
     """
 
+    #: the padding behaviour of a teacher without the ``padding`` switch
+    inherent_padding = "masked"
+
     def __init__(
         self,
         *,
@@ -227,12 +230,11 @@ class Teacher(nn.Module):
         if padding is not None:
             if padding not in ("masked", "s3prl"):
                 raise TeacherError(f"teacher.padding: expected masked or s3prl, got {padding!r}")
-            if not hasattr(self, "padding"):  # only the wav2vec 2.0 family has the switch
-                if padding == "s3prl":
-                    raise TeacherError(f"teacher.padding: 's3prl' is not available for a {self.arch} "
-                                       f"teacher from source {self.source}")
-            else:
+            if hasattr(self, "padding"):  # the wav2vec 2.0 family has the switch
                 self.padding = padding
+            elif padding != self.inherent_padding:
+                raise TeacherError(f"teacher.padding: {padding!r} is not available for a {self.arch} "
+                                   f"teacher from source {self.source} (it has {self.inherent_padding!r} only)")
         if precision is not None:
             resolve_precision(precision, torch.device("cpu"))  # validates
             self.precision = precision

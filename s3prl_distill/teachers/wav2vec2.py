@@ -315,8 +315,8 @@ def _masked_instance_norm(x: Tensor, lengths: Tensor, norm: torch.nn.GroupNorm) 
 
 
 def s3prl_frame_lengths(wav_lengths: Tensor, samples: int, frames: int) -> Tensor:
-    """Valid frames by fairseq's rule (S3PRL's HuBERT / wav2vec 2.0 experts,
-    ``forward_padding_mask``): with ``r = S // T`` samples per frame (the last ``S % T`` samples
+    """Valid frames by fairseq's HuBERT / WavLM rule (S3PRL's experts, ``forward_padding_mask``;
+    S3PRL's wav2vec 2.0 uses the conv arithmetic): with ``r = S // T`` samples per frame (the last ``S % T`` samples
     dropped), a frame is padding only if all its ``r`` samples are, so ``min(T, ceil(L / r))``
     frames are valid - one or two more than the conv arithmetic gives.
 
@@ -452,7 +452,7 @@ class Wav2Vec2Teacher(Teacher):
         transformer = encoder.transformer
         x = encoder.feature_projection(feats)  # [B, T, D]
         batch, frames = x.shape[:2]
-        if self.padding == "s3prl":
+        if self.padding == "s3prl" and self.arch != "wav2vec2":  # S3PRL's wav2vec 2.0: conv arithmetic
             lengths = s3prl_frame_lengths(wav_lengths, wavs.shape[1], frames)
         valid = lengths_to_mask(lengths, frames)
         x = x.masked_fill(~valid[..., None], 0.0)
@@ -514,6 +514,8 @@ class Wav2Vec2Teacher(Teacher):
         info["arch_config"] = to_dict(self.arch_config)
         info["normalize_waveform"] = self.normalize_waveform
         info["padding"] = self.padding
+        if getattr(self, "hub_name", None):
+            info["name"] = self.hub_name  # source s3prl: the hub entry
         return info
 
 
