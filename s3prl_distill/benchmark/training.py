@@ -36,6 +36,7 @@ resident-memory peak of one step above the process's resident memory before it.
 from __future__ import annotations
 
 import copy
+import dataclasses
 import logging
 import os
 import tempfile
@@ -74,6 +75,20 @@ def _teacher_arch(tiny: bool):
         num_layers=TINY_TEACHER["encoder_num_layers"], num_heads=TINY_TEACHER["encoder_num_heads"],
         ffn_dim=TINY_TEACHER["encoder_ff_interm_features"],
     )
+
+
+def _teacher_model(tiny: bool, seed: int):
+    """A torchaudio HuBERT (Base, or tiny with 32 CNN channels) and our frozen Teacher around the
+    *same* module (kept for tests that need a small teacher: tests/test_teacher_cache.py)."""
+    from s3prl_distill.benchmark.candidates import TINY_CONV
+    from s3prl_distill.teachers.wav2vec2 import Wav2Vec2Teacher, build_wav2vec2_model
+
+    arch = _teacher_arch(tiny)
+    if tiny:
+        arch = dataclasses.replace(arch, conv_layers=list(TINY_CONV))
+    torch.manual_seed(seed)
+    model = build_wav2vec2_model(arch, "hubert").eval()
+    return model, Wav2Vec2Teacher(model, arch, "hubert", source="torchaudio", path=None)
 
 
 def _teachers(tiny: bool, seed: int, workdir: str) -> Tuple[nn.Module, nn.Module]:
