@@ -72,12 +72,13 @@ def test_fast_path_equals_plain_on_a_padded_batch(name):
     same_plain = teacher(wavs[:, :5000], torch.tensor([5000] * len(LENGTHS)))
     for f, p in zip(same.hidden_states, same_plain.hidden_states):
         assert _close(f, p), name
-    # padding invariance of the fast path: each utterance as it is alone
+    # padding invariance of the fast path: each utterance exactly as it is alone (bit-identical:
+    # a data-parallel split or a cache build gives the same targets as a single process)
     for b, n in enumerate(LENGTHS):
         teacher.fast_path = True
         alone = teacher(wavs[b:b + 1, :n], lengths[b:b + 1])
         for a, f in zip(_valid(alone, 0), _valid(fast, b)):
-            assert _close(a, f), (name, b)
+            assert torch.equal(a, f) if name != "wavlm" else _close(a, f), (name, b)
 
 
 def test_fast_path_is_what_runs_and_the_switch_turns_it_off(monkeypatch):
@@ -87,13 +88,14 @@ def test_fast_path_is_what_runs_and_the_switch_turns_it_off(monkeypatch):
     monkeypatch.setattr(Wav2Vec2Teacher, "_layer_fast", lambda self, *a: calls.append(1) or original(self, *a))
     wavs, lengths = padded_batch(LENGTHS)
     teacher(wavs, lengths)
-    assert len(calls) == teacher.num_layers
+    runs = teacher.num_layers * len(LENGTHS)  # each utterance alone
+    assert len(calls) == runs
     teacher.fast_path = False
     teacher(wavs, lengths)
-    assert len(calls) == teacher.num_layers  # plain modules only
+    assert len(calls) == runs  # plain modules only
     teacher.fast_path = True
     teacher(wavs, torch.tensor([8000, 300, 6411]))  # one shorter than the receptive field: plain
-    assert len(calls) == teacher.num_layers
+    assert len(calls) == runs
 
 
 def test_fast_path_caches_follow_weight_changes():

@@ -20,8 +20,9 @@ Kernels (measured figures: docs/benchmark.md):
   spectrum cached until a weight changes (:class:`DerivedCache`);
 * one GEMM for the stacked q / k / v projections, cached until a weight changes
   (:func:`stacked_qkv`, :func:`attention_stacked_qkv`);
-* packed transformer layers (:func:`pack_valid`, :func:`attention_packed`): the row-wise GEMMs
-  over the valid frames only, attention per utterance - no work on padding after the CNN either;
+* attention over valid frames only (:func:`attention_packed`: utterances concatenated, or one
+  alone - the teachers run each utterance alone, so no work is done on padding and an
+  utterance's outputs do not depend on what it is batched with);
 * the feed-forward's GELU in place (:func:`feed_forward_inplace`).
 """
 
@@ -38,8 +39,7 @@ __all__ = [
     "fold_group_norm", "group_norm_channels_last", "conv_block_channels_last",
     "conv_stack_channels_last", "DerivedCache", "weight_sources", "fft_size",
     "grouped_conv_spectrum", "grouped_conv_fft", "positional_conv_fft", "stacked_qkv",
-    "attention_stacked_qkv", "feed_forward_inplace", "nhwc_weight", "pack_valid", "unpack_valid",
-    "attention_packed",
+    "attention_stacked_qkv", "feed_forward_inplace", "nhwc_weight", "attention_packed",
 ]
 
 
@@ -363,33 +363,11 @@ def attention_stacked_qkv(x: Tensor, weight: Tensor, bias: Tensor, out_proj: nn.
     return out_proj(y.transpose(1, 2).reshape(b, t, d))
 
 
-def pack_valid(x: Tensor, lengths: Tensor) -> Tuple[Tensor, Optional[Tensor]]:
-    """The valid frames of a padded batch, utterance after utterance: x [B, T, D] -> ([N, D],
-    index [N] of those rows in the flattened [B * T]; ``None`` when nothing is padded: then the
-    packed tensor is a view). Row-wise layers (linear, LayerNorm, feed-forward) then do no work
-    on padding; attention runs per utterance (:func:`attention_packed`)."""
-    b, t, d = x.shape
-    if bool((lengths >= t).all()):
-        return x.reshape(b * t, d), None
-    valid = torch.arange(t, device=x.device)[None, :] < lengths[:, None]
-    index = valid.reshape(-1).nonzero().squeeze(1)
-    return x.reshape(b * t, d).index_select(0, index), index
-
-
-def unpack_valid(x: Tensor, index: Optional[Tensor], batch: int, frames: int) -> Tensor:
-    """Inverse of :func:`pack_valid`: [N, D] -> [B, T, D] with zeros on padded frames."""
-    if index is None:
-        return x.reshape(batch, frames, x.shape[-1])
-    out = x.new_zeros(batch * frames, x.shape[-1])
-    out.index_copy_(0, index, x)
-    return out.view(batch, frames, x.shape[-1])
-
-
 def attention_packed(x: Tensor, weight: Tensor, bias: Tensor, out_proj: nn.Linear, num_heads: int,
                      splits: Sequence[int]) -> Tensor:
-    """Self-attention over packed utterances (:func:`pack_valid`): one GEMM for q/k/v and one for
-    the output over all valid frames, SDPA per utterance on its own frames (no mask; one batched
-    call when every utterance has the same length).
+    """Self-attention over utterances concatenated along time (valid frames only): one GEMM for
+    q/k/v and one for the output over all rows, SDPA per utterance on its own frames (no mask;
+    one batched call when every utterance has the same length).
 
     Args:
         x (Tensor): [N, D], ``N = sum(splits)``; weight [3D, D], bias [3D] (:func:`stacked_qkv`).

@@ -40,8 +40,8 @@ from torch import Tensor
 
 from s3prl_distill.config import ConfigError, from_dict, to_dict
 from s3prl_distill.models.fast import (DerivedCache, attention_packed, conv_stack_channels_last,
-                                       feed_forward_inplace, inference_fast_path_ok, pack_valid,
-                                       positional_conv_fft, stacked_qkv, unpack_valid)
+                                       feed_forward_inplace, inference_fast_path_ok,
+                                       positional_conv_fft, stacked_qkv)
 from s3prl_distill.state_dict import describe_mismatch
 from s3prl_distill.teachers.base import Teacher, TeacherError, TeacherOutput, lengths_to_mask
 
@@ -349,11 +349,12 @@ class Wav2Vec2Teacher(Teacher):
     * fast (CPU inference, eval mode): the students' kernels from
       :mod:`s3prl_distill.models.fast` on the same weights - each utterance's CNN alone on its
       valid samples, channels last, the first conv as a GEMM with its group norm folded in, GELU
-      in place; the positional conv by FFT (spectrum cached); then the transformer layers on the
-      valid frames only, packed (every linear layer, LayerNorm and feed-forward on ``[N_valid,
-      D]``; attention per utterance on its own frames, no mask), one GEMM for q/k/v (stacked
-      weights cached), the feed-forward's GELU in place. WavLM's gated relative-position
-      attention keeps torchaudio's layers (its CNN and positional conv take the fast path).
+      in place; then the rest per utterance too, on its valid frames only: projection,
+      positional conv by FFT (spectrum cached), the layers without a mask (one GEMM for q/k/v
+      from cached stacked weights, the feed-forward's GELU in place). No work on padding, and an
+      utterance's targets are bit-identical whatever it is batched with. WavLM's gated
+      relative-position attention keeps torchaudio's batched layers (its CNN and positional
+      conv take the fast path).
 
     Args:
         model: torchaudio ``Wav2Vec2Model`` matching ``arch`` (its ``aux`` head, if any, unused).
@@ -431,8 +432,8 @@ class Wav2Vec2Teacher(Teacher):
         return conv_stack_channels_last(blocks, wavs, wav_lengths, lengths, channels, self._conv_caches), lengths
 
     def _layer_fast(self, index: int, layer: torch.nn.Module, x: Tensor, splits: List[int]) -> Tensor:
-        """One torchaudio ``EncoderLayer`` (not WavLM) in eval mode on packed valid frames:
-        ``x [N, D]`` (:func:`~s3prl_distill.models.fast.pack_valid`) -> ``[N, D]``."""
+        """One torchaudio ``EncoderLayer`` (not WavLM) in eval mode on valid frames only:
+        ``x [N, D]`` (``splits``: frames per utterance) -> ``[N, D]``."""
         attn, ff = layer.attention, layer.feed_forward
         weight, bias = stacked_qkv(attn.q_proj, attn.k_proj, attn.v_proj, self._qkv_caches[index])
         if layer.layer_norm_first:
@@ -440,6 +441,31 @@ class Wav2Vec2Teacher(Teacher):
             return x + feed_forward_inplace(layer.final_layer_norm(x), ff.intermediate_dense, ff.output_dense)
         x = layer.layer_norm(attention_packed(x, weight, bias, attn.out_proj, attn.num_heads, splits).add_(x))
         return layer.final_layer_norm(feed_forward_inplace(x, ff.intermediate_dense, ff.output_dense).add_(x))
+
+    def _encode_per_utterance(self, feats: Tensor, lengths: Tensor, layers: List[int]) -> TeacherOutput:
+        """Fast path after the CNN, each utterance alone on its valid frames: projection,
+        positional conv by FFT, the layers (no mask, no padding work). An utterance's states are
+        then bit-identical whatever it is batched with (a data-parallel split, a cache build, a
+        batch of one). ``feats [B, T, C]`` -> the ``layers`` states ``[B, T, D]`` (padding 0)."""
+        transformer = self.model.encoder.transformer
+        wanted, last, top = set(layers), max(layers), self.num_layers
+        batch, frames = feats.shape[:2]
+        out = {k: feats.new_zeros(batch, frames, self.dim) for k in wanted}
+        for b, n in enumerate(lengths.tolist()):
+            x = self.model.encoder.feature_projection(feats[b:b + 1, :n])  # [1, n, D]
+            x = x + positional_conv_fft(transformer.pos_conv_embed.conv, x, self._pos_cache)
+            if transformer.layer_norm_first:  # torchaudio's flag is inverted: a post-LN model
+                x = transformer.layer_norm(x)
+            x = x[0]  # [n, D]
+            if 0 in wanted:
+                out[0][b, :n] = x
+            for i, layer in enumerate(transformer.layers[:last]):
+                x = self._layer_fast(i, layer, x, [n])
+                if i + 1 in wanted:
+                    if i + 1 == top and not transformer.layer_norm_first:  # torchaudio's flag: pre-LN
+                        x = transformer.layer_norm(x)
+                    out[i + 1][b, :n] = x
+        return TeacherOutput(hidden_states=self.select(out, layers), lengths=lengths)
 
     # -- forward -------------------------------------------------------------------------------
     def _forward(self, wavs: Tensor, wav_lengths: Tensor, layers: List[int]) -> TeacherOutput:
@@ -450,13 +476,15 @@ class Wav2Vec2Teacher(Teacher):
         feats, lengths = self._features_fast(wavs, wav_lengths) if fast else self._features(wavs, wav_lengths)
         encoder = self.model.encoder
         transformer = encoder.transformer
+        if fast and self.arch != "wavlm":
+            return self._encode_per_utterance(feats, lengths, layers)
         x = encoder.feature_projection(feats)  # [B, T, D]
         batch, frames = x.shape[:2]
         if self.padding == "s3prl" and self.arch != "wav2vec2":  # S3PRL's wav2vec 2.0: conv arithmetic
             lengths = s3prl_frame_lengths(wav_lengths, wavs.shape[1], frames)
         valid = lengths_to_mask(lengths, frames)
         x = x.masked_fill(~valid[..., None], 0.0)
-        if fast:
+        if fast:  # WavLM: the positional conv by FFT, then torchaudio's gated layers
             x = x + positional_conv_fft(transformer.pos_conv_embed.conv, x, self._pos_cache)
             if transformer.layer_norm_first:  # torchaudio's flag is inverted: a post-LN model
                 x = transformer.layer_norm(x)
@@ -465,17 +493,6 @@ class Wav2Vec2Teacher(Teacher):
         wanted, last = set(layers), max(layers)
         states: Dict[int, Tensor] = {0: x} if 0 in wanted else {}
         top = self.num_layers
-        if fast and self.arch != "wavlm":
-            # the layers on the valid frames only (row-wise GEMMs), attention per utterance
-            packed, index = pack_valid(x, lengths)
-            splits = lengths.tolist()
-            for i, layer in enumerate(transformer.layers[:last]):
-                packed = self._layer_fast(i, layer, packed, splits)
-                if i + 1 in wanted:
-                    if i + 1 == top and not transformer.layer_norm_first:  # torchaudio's flag: pre-LN
-                        packed = transformer.layer_norm(packed)
-                    states[i + 1] = unpack_valid(packed, index, batch, frames)
-            return TeacherOutput(hidden_states=self.select(states, layers), lengths=lengths)
         attention_mask: Optional[Tensor] = None
         key_padding_mask: Optional[Tensor] = None
         if self.arch == "wavlm":  # additive float mask: same dtype as WavLM's position bias

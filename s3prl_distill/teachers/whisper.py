@@ -45,8 +45,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from s3prl_distill.models.fast import (DerivedCache, attention_packed, conv1d_channels_last,
-                                       feed_forward_inplace, inference_fast_path_ok, pack_valid,
-                                       stacked_qkv, unpack_valid)
+                                       feed_forward_inplace, inference_fast_path_ok, stacked_qkv)
 from s3prl_distill.models.log_mel import (HOP_LENGTH, MIN_SAMPLES, SAMPLE_RATE,  # noqa: F401
                                           batch_log_mel, log_mel_spectrogram, mel_frames)
 from s3prl_distill.teachers.base import Teacher, TeacherError, TeacherOutput, lengths_to_mask
@@ -128,7 +127,7 @@ class _Block(nn.Module):
         return x + self.mlp(self.mlp_ln(x))
 
     def forward_fast(self, x: Tensor, splits: List[int], cache: DerivedCache) -> Tensor:
-        """Inference on packed valid frames ``x [N, D]`` (``splits``: frames per utterance): one
+        """Inference on valid frames only, ``x [N, D]`` (``splits``: frames per utterance): one
         GEMM for q/k/v (the key's missing bias as zeros), attention per utterance, the MLP's GELU
         in place."""
         attn = self.attn
@@ -204,8 +203,7 @@ class WhisperEncoder(nn.Module):
             layers: the states to return, in this order (``None``: all ``L + 1``); blocks above
                 the highest one asked for are not run.
             fast: the inference fast path (no autograd; :meth:`front_end_channels_last`, the
-                blocks on the packed valid frames with attention per utterance, one GEMM for
-                q/k/v, GELU in place).
+                blocks per utterance on its valid frames, one GEMM for q/k/v, GELU in place).
         Returns:
             (hidden states ``[B, T, D]`` of ``layers``, lengths ``[B]`` with ``T = ceil(F / 2)``).
         """
@@ -218,15 +216,15 @@ class WhisperEncoder(nn.Module):
         wanted, last = set(layers), max(layers)
         states = {0: x} if 0 in wanted else {}
         top = len(self.blocks)
-        if fast:  # the blocks on the valid frames only, attention per utterance
-            batch, frames = x.shape[:2]
-            packed, index = pack_valid(x, lengths)
-            splits = lengths.tolist()
-            for i, block in enumerate(self.blocks[:last]):
-                packed = block.forward_fast(packed, splits, self._qkv_caches[i])
-                if i + 1 in wanted:
-                    states[i + 1] = unpack_valid(self.ln_post(packed) if i + 1 == top else packed,
-                                                 index, batch, frames)
+        if fast:  # each utterance alone on its valid frames (bit-identical whatever the batch)
+            out = {k: x.new_zeros(x.shape) for k in wanted if k}
+            for b, n in enumerate(lengths.tolist()):
+                y = x[b, :n]
+                for i, block in enumerate(self.blocks[:last]):
+                    y = block.forward_fast(y, [n], self._qkv_caches[i])
+                    if i + 1 in wanted:
+                        out[i + 1][b, :n] = self.ln_post(y) if i + 1 == top else y
+            states.update(out)
             return [states[k] for k in layers], lengths
         else:
             pad = ~valid
@@ -247,8 +245,9 @@ class WhisperTeacher(Teacher):
     ``min_input_samples``: 201 (the centred STFT's reflect padding needs more than 200 samples).
 
     Fast path (CPU inference, eval mode, ``fast_path`` on): the convs per utterance on valid
-    frames, channels last; the blocks on the valid frames only (packed; attention per utterance);
-    one GEMM for q/k/v; the MLP's GELU in place. Equal to the plain path to 1e-4.
+    frames, channels last; the blocks per utterance on its valid frames (no mask, no padding
+    work; an utterance's states do not depend on its batch); one GEMM for q/k/v; the MLP's GELU
+    in place. Equal to the plain path to 1e-4.
     """
 
     def __init__(self, encoder: WhisperEncoder, *, source: str, path: Optional[str]) -> None:
