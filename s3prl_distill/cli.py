@@ -21,6 +21,7 @@ COMMANDS = {
     "init": "s3prl_distill.commands.init",
     "demo": "s3prl_distill.commands.demo",
     "bench": "s3prl_distill.commands.bench",
+    "plan": "s3prl_distill.commands.plan",
     "profile": "s3prl_distill.commands.profile",
     "submit": "s3prl_distill.commands.submit",
     "export": "s3prl_distill.commands.export",

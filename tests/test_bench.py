@@ -140,12 +140,22 @@ def test_training_bench_tiny():
 
     result = run_training_bench(tiny=True, steps=1)
     rows = {r["model"]: r for r in result["rows"]}
-    assert set(rows) == {"s3prl_distiller_step", "ours_step", "ours_step+cache", "ours_step+bucketing",
-                         "ours_step+bucketing+cache"}
+    assert set(rows) == {"s3prl_distiller_step", "ours_step", "ours_step-nofast", "ours_step+cache",
+                         "ours_step+bucketing", "ours_step+bucketing+cache"}
     assert rows["s3prl_distiller_step"]["ratio_vs_s3prl"] == 1.0
     assert rows["ours_step+bucketing"]["padding_fraction"] < rows["ours_step"]["padding_fraction"]
     assert all(r["audio_s_per_s"] > 0 for r in rows.values())
-    assert "target ours_step vs s3prl_distiller_step" in format_training(result)
+    teachers = {r["model"]: r for r in result["teacher_rows"]}
+    assert set(teachers) == {"s3prl_teacher", "ours_teacher", "ours_teacher-nofast", "ours_teacher+bfloat16"}
+    assert teachers["s3prl_teacher"]["ratio_vs_s3prl"] == 1.0
+    drift = result["drift"]
+    assert {r["precision"] for r in drift} == {"bfloat16", "float16"}
+    assert {r["layer"] for r in drift} == set(range(5))  # every layer of the tiny teacher
+    assert all(0.9 < r["cosine"] <= 1.0 + 1e-6 and r["l1"] > 0 for r in drift)
+    text = format_training(result)
+    assert "target ours_step vs s3prl_distiller_step" in text
+    assert "target ours_step+bucketing vs s3prl_distiller_step: >= 1.80x" in text
+    assert "drift of the targets against float32" in text
 
 
 def test_nofast_variant_turns_every_fast_path_off_and_keeps_outputs():

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from s3prl_distill.teachers import TeacherError, build_teacher
-from s3prl_distill.teachers.s3prl_hub import S3PRLTeacher, save_as_s3prl_hubert
+from s3prl_distill.teachers import TeacherConfig, TeacherError, build_teacher
+from s3prl_distill.teachers.s3prl_hub import S3PRLTeacher, load_s3prl_expert, save_as_s3prl_hubert
 from teachers_testutil import padded_batch, tiny_arch, tiny_model
 
 LENGTHS = [8000, 5000, 6411]
@@ -70,7 +70,8 @@ def test_hubert_local_matches_our_adapter(tmp_path):
         ours = build_teacher({"source": "torchaudio", "path": str(tmp_path / "ta.pt"), "normalize_waveform": pre_ln})
         ckpt = tmp_path / f"hubert_{mode}.ckpt"
         save_as_s3prl_hubert(ours, str(ckpt))
-        theirs = build_teacher({"source": "s3prl", "name": "hubert_local", "path": str(ckpt)})
+        # S3PRL's own expert (build_teacher would read this file into our adapter)
+        theirs = load_s3prl_expert(TeacherConfig(source="s3prl", name="hubert_local", path=str(ckpt)))
         assert (theirs.num_layers, theirs.dim, theirs.downsample_rate) == (2, 64, 320)
         wavs, lengths = padded_batch(LENGTHS)
         a = ours(wavs, lengths)
@@ -102,3 +103,41 @@ def test_s3prl_errors(tmp_path):
 def test_missing_path_is_a_clear_error(tmp_path):
     with pytest.raises(TeacherError, match="no such file"):
         build_teacher({"source": "s3prl", "name": "hubert_local", "path": str(tmp_path / "none.ckpt")})
+
+
+@pytest.mark.slow
+def test_s3prl_padding_and_eval_mode_reproduce_s3prls_teacher_on_a_padded_batch(tmp_path):
+    """teacher.padding: s3prl = S3PRL's own HuBERT expert on the padded batch (group norm over the
+    padding, fairseq's frame rule); with dropout its train mode is S3PRL's distiller teacher."""
+    from s3prl_distill.teachers.wav2vec2 import s3prl_frame_lengths
+
+    model = tiny_model(tiny_arch("group_norm", False))
+    torch.save({"state_dict": model.state_dict(), "arch": {"num_heads": 4, "layer_norm_first": False,
+                                                           "dropout": 0.0, "attention_dropout": 0.0}},
+               tmp_path / "ta.pt")
+    ours = build_teacher({"source": "torchaudio", "path": str(tmp_path / "ta.pt"), "padding": "s3prl"})
+    masked = build_teacher({"source": "torchaudio", "path": str(tmp_path / "ta.pt")})
+    save_as_s3prl_hubert(ours, str(tmp_path / "h.ckpt"))
+    hub = {"source": "s3prl", "name": "hubert_local", "path": str(tmp_path / "h.ckpt")}
+    theirs = load_s3prl_expert(TeacherConfig(**hub))  # S3PRL's own module
+    adapted = build_teacher(hub)  # the same file through our adapter: S3PRL's padding by default
+    adapted_masked = build_teacher({**hub, "padding": "masked"})
+    assert type(adapted).__name__ == "Wav2Vec2Teacher" and adapted.describe()["name"] == "hubert_local"
+    wavs, lengths = padded_batch(LENGTHS)
+    a, b, m = ours(wavs, lengths), theirs(wavs, lengths), masked(wavs, lengths)
+    c, d = adapted(wavs, lengths), adapted_masked(wavs, lengths)
+    assert a.lengths.tolist() == b.lengths.tolist() == c.lengths.tolist() == [24, 16, 20]
+    assert s3prl_frame_lengths(lengths, wavs.shape[1], 24).tolist() == [24, 16, 20]
+    for x, y, z, u, v in zip(a.hidden_states, b.hidden_states, m.hidden_states, c.hidden_states,
+                             d.hidden_states):
+        for i, n in enumerate(a.lengths.tolist()):
+            assert (x[i, :n] - y[i, :n]).abs().max() < 1e-4, i
+            assert (u[i, :n] - y[i, :n]).abs().max() < 1e-4, i
+        for i, n in enumerate(m.lengths.tolist()):
+            assert (v[i, :n] - z[i, :n]).abs().max() < 1e-4, i
+        assert (x[1, :15] - z[1, :15]).abs().max() > 1e-3  # the masked default differs on short items
+    assert ours.describe()["padding"] == "s3prl"
+    with pytest.raises(Exception, match="padding"):
+        load_s3prl_expert(TeacherConfig(**hub)).configure(padding="masked")
+    with pytest.raises(Exception, match="padding"):
+        build_teacher({"source": "whisper_ct2", "path": None, "padding": "s3prl"})

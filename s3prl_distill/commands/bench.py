@@ -62,19 +62,24 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--training", action="store_true",
                         help="also measure distillation throughput: our step vs S3PRL's distiller step")
     parser.add_argument("--training-steps", type=int, default=None, help="timed training steps (default 4)")
+    parser.add_argument("--training-only", action="store_true",
+                        help="only the distillation-throughput comparison (implies --training; no inference table)")
+    parser.add_argument("--drift-precisions", default="bfloat16,float16",
+                        help="teacher precisions whose drift against float32 targets --training prints "
+                             "(comma list; empty: none)")
     parser.add_argument("--json", metavar="PATH", default=None, help="write the rows as JSON")
 
 
 def run(args: argparse.Namespace) -> int:
     from s3prl_distill.benchmark import candidates as cands
     from s3prl_distill.benchmark.inference import default_settings, quick_settings, run_inference_bench
-    from s3prl_distill.benchmark.report import (
-        default_targets, evaluate_targets, format_table, format_targets, rows_to_json,
-    )
+    from s3prl_distill.benchmark.report import default_targets, evaluate_targets, format_table, format_targets
     from s3prl_distill.benchmark.variants import add_variants
 
     if args.threads:
         torch.set_num_threads(args.threads)
+    if args.training_only:
+        return _run_training(args, [])
     repeats = args.repeats or (2 if args.quick else 5)
     all_settings = quick_settings() if args.quick else default_settings()
     wanted = [s.strip() for s in args.settings.split(",") if s.strip()]
@@ -123,26 +128,44 @@ def run(args: argparse.Namespace) -> int:
         if targets:
             print(format_targets(targets))
 
-        training_rows: List[Dict[str, Any]] = []
-        if args.training:
-            from s3prl_distill.benchmark.training import format_training, run_training_bench
+    machine = {
+        "threads": result.machine.torch_threads,
+        "loadavg_start": result.machine.loadavg_start[0],
+        "loadavg_end": result.machine.loadavg_end[0] if result.machine.loadavg_end else None,
+        "cpu": result.machine.cpu,
+    }
+    rows: List[Dict[str, Any]] = [dict(row, section="inference", **machine) for row in result.rows]
+    rows += [dict(row, section="target", model=row["candidate"]) for row in targets]
+    if args.training:
+        return _run_training(args, rows)
+    _write_json(args, rows)
+    return 0
 
-            training = run_training_bench(
-                tiny=args.tiny_models, quick=args.quick, steps=args.training_steps,
-            )
-            training_rows = training["rows"]
-            print(format_training(training))
 
+def _run_training(args: argparse.Namespace, rows: List[Dict[str, Any]]) -> int:
+    """``--training``: the step / teacher tables, targets and precision drift (+ JSON rows)."""
+    from s3prl_distill.benchmark.training import format_training, run_training_bench
+
+    precisions = [p.strip() for p in args.drift_precisions.split(",") if p.strip()]
+    training = run_training_bench(
+        tiny=args.tiny_models, quick=args.quick, steps=args.training_steps,
+        drift=bool(precisions), drift_precisions=precisions,
+    )
+    print(format_training(training))
+    machine = training["machine"]
+    load = {"loadavg_start": machine.loadavg_start[0],
+            "loadavg_end": machine.loadavg_end[0] if machine.loadavg_end else None}
+    rows = list(rows)
+    rows += [dict(row, section="training", **load) for row in training["rows"]]
+    rows += [dict(row, section="training_teacher", **load) for row in training["teacher_rows"]]
+    rows += [dict(row, section="teacher_drift") for row in training["drift"]]
+    _write_json(args, rows)
+    return 0
+
+
+def _write_json(args: argparse.Namespace, rows: List[Dict[str, Any]]) -> None:
     if args.json:
-        machine = {
-            "threads": result.machine.torch_threads,
-            "loadavg_start": result.machine.loadavg_start[0],
-            "loadavg_end": result.machine.loadavg_end[0] if result.machine.loadavg_end else None,
-            "cpu": result.machine.cpu,
-        }
-        rows: List[Dict[str, Any]] = [dict(row, section="inference", **machine) for row in result.rows]
-        rows += [dict(row, section="training") for row in training_rows]
-        rows += [dict(row, section="target", model=row["candidate"]) for row in targets]
+        from s3prl_distill.benchmark.report import rows_to_json
+
         atomic_write_text(rows_to_json(rows) + "\n", args.json)
         logger.info("wrote %d rows to %s", len(rows), args.json)
-    return 0

@@ -112,10 +112,12 @@ class DistillationTask(nn.Module):
         Computed under ``torch.inference_mode`` and outside any autocast of the caller (the
         teacher's precision is its own); returned as ordinary tensors (no graph).
         """
-        with torch.autocast(wavs.device.type, enabled=False), torch.inference_mode():
-            out = self.teacher(wavs, wav_lengths)
-            targets = [out.hidden_states[k] for k in self.target_layers]
-            lengths = out.lengths
+        # the teacher runs under inference mode itself, in its own precision, and copies only these
+        # layers out of it (inside the caller's inference mode they would stay inference tensors)
+        with torch.autocast(wavs.device.type, enabled=False):
+            out = self.teacher(wavs, wav_lengths, layers=self.target_layers)
+        targets = list(out.hidden_states)
+        lengths = out.lengths
         # inference tensors cannot be saved for backward: copy out of inference mode (teachers
         # following the contract already return ordinary tensors; those are not copied again)
         targets = [t.clone() if t.is_inference() else t for t in targets]

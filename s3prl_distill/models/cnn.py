@@ -25,81 +25,14 @@ from torch import Tensor, nn
 
 from s3prl_distill.lengths import conv_output_lengths, masked_group_norm
 from s3prl_distill.models.config import CNNConfig
+# the inference kernels live in models/fast.py (shared with the teachers); re-exported here
+from s3prl_distill.models.fast import (SMALL_WINDOW, conv1d_channels_last,  # noqa: F401
+                                       conv_block_channels_last, conv_stack_channels_last,
+                                       exporting, fold_group_norm, group_norm_channels_last,
+                                       inference_fast_path_ok)
 
 __all__ = ["exporting", "inference_fast_path_ok", "conv1d_channels_last", "MaskedGroupNorm",
            "ChannelLayerNorm", "ConvLayerBlock", "FeatureExtractor", "FeatureProjection"]
-
-
-def exporting() -> bool:
-    """Whether the forward is being traced for export (``torch.onnx.export``, ``torch.jit.trace``,
-    ``torch.export``): then every length-dependent step takes its general, tensor-only form (no
-    Python branch on tensor values, no per-utterance loop), so the exported graph is right for
-    every batch size and length, not only for the example it was traced with."""
-    return (torch.jit.is_tracing() or torch.onnx.is_in_onnx_export()
-            or torch.compiler.is_exporting())
-
-
-def inference_fast_path_ok(x: Tensor) -> bool:
-    """Whether the inference fast paths may run on ``x``: no autograd, CPU, no autocast, not
-    exporting.
-
-    (They compute the same function as the plain modules but are not written for autograd or
-    autocast's dtype mixing; on accelerators the plain kernels are the fast ones; an export
-    traces the plain path, whose ops every runtime has.)
-    """
-    return (not torch.is_grad_enabled() and x.device.type == "cpu"
-            and not torch.is_autocast_enabled("cpu") and not exporting())
-
-
-# Windows of at most this many values (K * C_in) are copied out (im2col) and run as one GEMM.
-SMALL_WINDOW = 64
-
-
-def _gemm_weight(weight: Tensor) -> Tensor:
-    """Conv weight [C_out, C_in, K] -> [C_out, K * C_in], matching channels-last windows."""
-    return weight.permute(0, 2, 1).reshape(weight.shape[0], -1)
-
-
-def _windows(x: Tensor, kernel: int, stride: int, ones_column: bool = False) -> Tensor:
-    """x [T, C] contiguous -> [T', K * C] copy of every conv window (im2col).
-
-    ``ones_column=True`` appends a column of ones ([T', K * C + 1]) for a bias inside the GEMM.
-    """
-    frames, channels = x.shape
-    out = (frames - kernel) // stride + 1
-    view = x.as_strided((out, kernel * channels), (stride * channels, 1))
-    if not ones_column:
-        return view.contiguous()
-    windows = x.new_ones(out, kernel * channels + 1)
-    windows[:, :-1] = view
-    return windows
-
-
-def conv1d_channels_last(x: Tensor, weight: Tensor, bias: Optional[Tensor], stride: int) -> Tensor:
-    """Conv1d without padding on channels-last activations, kept channels last.
-
-    Small windows (the first layer's 10 samples): im2col + one GEMM; pointwise: one GEMM on the
-    (strided) rows; otherwise oneDNN's convolution on the [1, C, 1, T] NHWC view of ``x`` (its
-    output is NHWC, i.e. [T', C_out] again). Measured on this project's 2-core AVX2 CPU (10 s
-    input, interleaved, load ~4): pointwise 128 -> 256 GEMM 1.7-2.2x nn.Conv1d, first layer 1.7-2.2x
-    (with its group norm folded in, :meth:`MaskedGroupNorm.fold_into_conv`), 3-tap / 2-tap 512-
-    and 256-channel convs NHWC 0.97-1.4x; the same convs as sums of strided GEMMs were 0.86-1.25x,
-    so they are not used.
-
-    Args:
-        x (Tensor): [T, C_in] contiguous, T >= K.
-        weight (Tensor): [C_out, C_in, K]; bias: [C_out] or None.
-    Returns:
-        Tensor: [T', C_out] contiguous, ``T' = (T - K) // stride + 1``.
-    """
-    c_out, c_in, kernel = weight.shape
-    if c_in * kernel <= SMALL_WINDOW or kernel == 1:
-        rows = _windows(x, kernel, stride) if kernel > 1 or stride > 1 else x
-        w = _gemm_weight(weight).t()  # [K * C_in, C_out]
-        return torch.mm(rows, w) if bias is None else torch.addmm(bias, rows, w)
-    nhwc = weight[:, :, None, :].contiguous(memory_format=torch.channels_last)
-    y = F.conv2d(x.t()[None, :, None, :], nhwc, bias, stride=(1, stride))  # [1, C_out, 1, T']
-    return y[0, :, 0, :].t().contiguous()  # a no-op: the output is NHWC
 
 
 class MaskedGroupNorm(nn.GroupNorm):
@@ -125,34 +58,18 @@ class MaskedGroupNorm(nn.GroupNorm):
 
     def forward_channels_last(self, y: Tensor) -> Tensor:
         """One utterance, every frame valid: y [T, C] -> normalised [T, C] (in place)."""
-        var, mean = torch.var_mean(y, dim=0, unbiased=False)
-        scale = torch.rsqrt(var + self.eps) * self.weight
-        return y.sub_(mean).mul_(scale).add_(self.bias)
+        return group_norm_channels_last(self, y)
 
     def fold_into_conv(self, windows: Tensor, weight: Tensor, bias: Optional[Tensor]) -> Tuple[Tensor, Tensor]:
-        """Fold this norm into the conv it follows: ``GN(windows @ weight.T + bias)`` as one GEMM.
-
-        The conv output is linear in its windows, so its per-channel mean and variance over the
-        frames follow from the windows' mean and covariance (centred; the small products in
-        float64):
-        ``mean = mu @ W.T + b``, ``var_c = w_c^T Cov w_c``. Then
-        ``GN(y) = windows @ (W * s).T + (beta - (mu @ W.T) * s)`` with ``s = gamma / sqrt(var + eps)``.
+        """Fold this norm into the conv it follows (:func:`s3prl_distill.models.fast.fold_group_norm`).
 
         Args:
             windows (Tensor): [T, K * C_in], every frame of one utterance.
-            weight (Tensor): [C_out, K * C_in] (:func:`_gemm_weight` layout); bias: [C_out] or None.
+            weight (Tensor): [C_out, K * C_in]; bias: [C_out] or None.
         Returns:
-            (weight [C_out, K * C_in], bias [C_out]) of the fused GEMM, in ``windows``' dtype.
+            (weight [C_out, K * C_in], bias [C_out]) of the fused GEMM.
         """
-        w64 = weight.double()
-        mu = windows.mean(0)  # [K * C_in]
-        centred = windows - mu
-        cov = (centred.t() @ centred).double() / windows.shape[0]  # [K * C_in, K * C_in]
-        mu = mu.double()
-        var = ((w64 @ cov) * w64).sum(1)  # [C_out]
-        scale = self.weight.double() * torch.rsqrt(var + self.eps)
-        shift = self.bias.double() - (w64 @ mu) * scale  # the conv bias cancels in y - mean
-        return (w64 * scale[:, None]).to(windows.dtype), shift.to(windows.dtype)
+        return fold_group_norm(self, windows, weight, bias)
 
 
 class ChannelLayerNorm(nn.LayerNorm):
@@ -181,27 +98,10 @@ class ConvLayerBlock(nn.Module):
     fast_path: bool = True
 
     def forward_channels_last(self, x: Tensor) -> Tensor:
-        """One utterance, every frame valid, no autograd: x [T, C_in] -> [T', C_out] (contiguous).
-
-        Conv by :func:`conv1d_channels_last`; a first-layer group norm over a small window
-        (``K * C_in <= SMALL_WINDOW``) is folded into the GEMM's weights and bias
-        (:meth:`MaskedGroupNorm.fold_into_conv`); GELU in place.
-        """
-        weight, bias = self.conv.weight, self.conv.bias
-        small = weight.shape[1] * self.kernel_size <= SMALL_WINDOW
-        if isinstance(self.layer_norm, MaskedGroupNorm) and small:
-            windows = _windows(x, self.kernel_size, self.stride, ones_column=True)  # [T', K*C_in + 1]
-            w2d, b = self.layer_norm.fold_into_conv(windows[:, :-1], _gemm_weight(weight), bias)
-            # the bias rides in the GEMM on the column of ones: no separate pass over the output
-            y = torch.mm(windows, torch.cat([w2d, b[:, None]], 1).t())
-        else:
-            y = conv1d_channels_last(x, weight, bias, self.stride)
-            if isinstance(self.layer_norm, MaskedGroupNorm):
-                y = self.layer_norm.forward_channels_last(y)
-            elif self.layer_norm is not None:  # ChannelLayerNorm: a LayerNorm over C
-                y = F.layer_norm(y, y.shape[-1:], self.layer_norm.weight, self.layer_norm.bias,
-                                 self.layer_norm.eps)
-        return torch.ops.aten.gelu_(y)
+        """One utterance, every frame valid, no autograd: x [T, C_in] -> [T', C_out] (contiguous),
+        by :func:`s3prl_distill.models.fast.conv_block_channels_last` (first group norm folded
+        into the GEMM, GELU in place)."""
+        return conv_block_channels_last(self.conv, self.stride, self.layer_norm, x)
 
     def forward(self, x: Tensor, lengths: Tensor) -> Tuple[Tensor, Tensor]:
         """x: [B, C_in, T], lengths: [B] -> ([B, C_out, T'], [B] valid output frames)."""
@@ -289,13 +189,7 @@ class FeatureExtractor(nn.Module):
         last) from the waveform to the projection: no work on padding, no transposes.
         """
         lengths = self.output_lengths(wav_lengths)
-        out = wavs.new_zeros(wavs.shape[0], int(lengths.max()), self.out_channels)
-        for b, n in enumerate(wav_lengths.tolist()):
-            y = wavs[b, :n, None]  # [S, 1]
-            for block in self.conv_layers:
-                y = block.forward_channels_last(y)
-            out[b, : y.shape[0]] = y
-        return out, lengths
+        return conv_stack_channels_last(self.conv_layers, wavs, wav_lengths, lengths, self.out_channels), lengths
 
     def forward(self, wavs: Tensor, wav_lengths: Tensor) -> Tuple[Tensor, Tensor]:
         """wavs (Tensor): [B, S] float; wav_lengths (Tensor): [B] int64 -> ([B, T, C], [B])."""

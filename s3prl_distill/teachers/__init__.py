@@ -1,8 +1,9 @@
-"""Frozen teachers: one adapter per source, all returning every layer's output with lengths.
+"""Frozen teachers: one adapter per source, all returning their layer outputs with lengths.
 
 >>> from s3prl_distill.teachers import TeacherConfig, build_teacher
 >>> teacher = build_teacher(TeacherConfig(source="fairseq", path="hubert_base_ls960.pt"))  # doctest: +SKIP
 >>> out = teacher(wavs, wav_lengths)          # out.hidden_states: 13 x [B, T, 768]  # doctest: +SKIP
+>>> out = teacher(wavs, wav_lengths, layers=[4, 8, 12])   # only those 3 states  # doctest: +SKIP
 
 See :mod:`s3prl_distill.teachers.config` for the sources and
 :mod:`s3prl_distill.teachers.base` for the layer convention.
@@ -32,6 +33,14 @@ def build_teacher(cfg: Union[TeacherConfig, Mapping[str, Any]]) -> Teacher:
         cfg = from_dict(TeacherConfig, cfg, where="teacher")
     if cfg.path is not None:
         cfg = dataclasses.replace(cfg, path=os.path.expanduser(cfg.path))
+    teacher = _load(cfg)
+    padding = cfg.padding or ("s3prl" if cfg.source == "s3prl" else "masked")
+    return teacher.configure(precision=cfg.precision, eval_mode=cfg.eval_mode, fast_path=cfg.fast_path,
+                             padding=padding)
+
+
+def _load(cfg: TeacherConfig) -> Teacher:
+    """The adapter of ``cfg.source``, loaded (settings not yet applied)."""
     if cfg.source == "torchaudio":
         from s3prl_distill.teachers.wav2vec2 import load_torchaudio_teacher
 

@@ -91,6 +91,11 @@ def arch_from_hf_config(config: Mapping[str, Any], where: str) -> Tuple[Wav2Vec2
         "layer_norm_first": bool(get("do_stable_layer_norm", False)),
         "num_buckets": int(get("num_buckets", 320)),
         "max_distance": int(get("max_bucket_distance", 800)),
+        # transformers' defaults (act only in train mode: eval_mode false)
+        "dropout": float(get("hidden_dropout", 0.1)),
+        "attention_dropout": float(get("attention_dropout", 0.1)),
+        "activation_dropout": float(get("activation_dropout", 0.1)),
+        "dropout_input": float(get("feat_proj_dropout", 0.0)),
     }
     return from_dict(Wav2Vec2Arch, to_dict(values), where=f"{where}: config.json"), kind
 

@@ -1,5 +1,13 @@
 """Any S3PRL upstream as a teacher (``source: s3prl``, ``name`` = hub entry, ``path`` = its ckpt).
 
+S3PRL's HuBERT / wav2vec 2.0 entries on checkpoints in S3PRL's converted format
+(:data:`ADAPTED_ENTRIES`: ``hubert_local``, ``wav2vec2_local``, ...) are read without S3PRL's
+code into our :class:`~s3prl_distill.teachers.wav2vec2.Wav2Vec2Teacher` (same weights, the
+fairseq name mapping), so they get its fast path, ``precision`` and ``layers=``; their
+``teacher.padding`` defaults to ``s3prl`` (S3PRL's expert's numerics on padded batches, equal to
+its module to 1e-4, tested); ``padding: masked`` gives ours (and the fast path). Every other
+entry (and any file not in that format) runs S3PRL's own expert, :class:`S3PRLTeacher`:
+
 The expert is built by S3PRL itself (``getattr(s3prl.hub, name)(ckpt=path, model_config=...)``,
 after :func:`s3prl_distill.compat.apply` and, when available, our own entries' registration), fed
 the unpadded waveforms as S3PRL does, and its ``hidden_states`` (``[B, T, D]`` each) are taken as
@@ -11,6 +19,11 @@ Valid lengths follow S3PRL's own featurizer rule, ``round(samples / downsample_r
 ``T``, with the rate from the expert's ``get_downsample_rates("hidden_states")`` unless
 ``teacher.downsample_rate`` is set. S3PRL's experts compute group norm over the padded batch, so
 unlike our torchaudio adapter their features of a short utterance depend on the batch.
+
+``teacher.precision`` casts the expert's weights and its input waveforms (S3PRL's experts are
+plain modules; a reduced precision works where their code does). ``eval_mode: false`` leaves the
+expert in train mode, as S3PRL's distiller does; whatever layer drop the expert sets (S3PRL's
+HuBERT / wav2vec 2.0 experts set 0) is kept. The fast path does not apply (S3PRL's own modules).
 
 There is no ``student_init_state`` (arbitrary upstream; the weights' names are the upstream's):
 use ``source: fairseq`` / ``torchaudio`` / ``huggingface`` to initialise a student.
@@ -33,19 +46,22 @@ from s3prl_distill.teachers.base import Teacher, TeacherError, TeacherOutput
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["S3PRLTeacher", "load_s3prl_teacher", "save_as_s3prl_hubert"]
+__all__ = ["S3PRLTeacher", "load_s3prl_teacher", "load_s3prl_expert", "save_as_s3prl_hubert",
+           "ADAPTED_ENTRIES"]
 
 _PROBE_SAMPLES = 16000
 
 
 class S3PRLTeacher(Teacher):
-    """A frozen S3PRL ``UpstreamExpert``.
+    """A frozen S3PRL ``UpstreamExpert`` (S3PRL's own modules: its padding, no fast path).
 
     Args:
         expert: the expert module (``forward(List[Tensor [S]]) -> {"hidden_states": [...]}``).
         name / path: hub entry and checkpoint (for :meth:`describe`).
         downsample_rate: samples per frame; ``None`` asks the expert.
     """
+
+    inherent_padding = "s3prl"
 
     def __init__(self, expert: torch.nn.Module, *, name: str, path: Optional[str],
                  downsample_rate: Optional[int] = None) -> None:
@@ -78,12 +94,16 @@ class S3PRLTeacher(Teacher):
                                f"shape, got {sorted(shapes)}")
         return list(states)
 
-    def _forward(self, wavs: Tensor, wav_lengths: Tensor) -> TeacherOutput:
+    def _forward(self, wavs: Tensor, wav_lengths: Tensor, layers: List[int]) -> TeacherOutput:
+        wavs = wavs.to(self.dtype)
         wav_list = [wavs[b, :n] for b, n in enumerate(wav_lengths.tolist())]
-        states = self._states(self.expert(wav_list), self.name)
+        states = self._states(self.expert(wav_list), self.name)  # the expert computes every layer
+        if len(states) != self.num_layers + 1:
+            raise TeacherError(f"teacher: S3PRL upstream {self.name!r} returned {len(states)} hidden "
+                               f"states, {self.num_layers + 1} when it was loaded")
         frames = states[0].shape[1]
         lengths = torch.clamp(torch.round(wav_lengths.double() / self.downsample_rate).long(), max=frames)
-        return TeacherOutput(hidden_states=states, lengths=lengths.to(states[0].device))
+        return TeacherOutput(hidden_states=[states[k] for k in layers], lengths=lengths.to(states[0].device))
 
     def describe(self) -> Dict[str, Any]:
         info = super().describe()
@@ -110,8 +130,58 @@ def _hub_entry(name: str):
     return entry
 
 
-def load_s3prl_teacher(cfg) -> S3PRLTeacher:
-    """``source: s3prl``: build ``s3prl.hub.<name>(ckpt=path, model_config=...)``."""
+#: S3PRL hub entries whose checkpoints (S3PRL's converted fairseq format: ``task_cfg``,
+#: ``model_cfg``, ``model_weight``) our wav2vec 2.0 adapter runs, with the model kind
+ADAPTED_ENTRIES = {"hubert_local": "hubert", "hubert_custom": "hubert",
+                   "wav2vec2_local": "wav2vec2", "wav2vec2_custom": "wav2vec2"}
+
+
+def load_s3prl_teacher(cfg) -> Teacher:
+    """``source: s3prl``: S3PRL's HuBERT / wav2vec 2.0 checkpoints (:data:`ADAPTED_ENTRIES`, in
+    S3PRL's converted format) through our :class:`~s3prl_distill.teachers.wav2vec2.Wav2Vec2Teacher`
+    (its fast path, precision and ``layers=``; ``teacher.padding`` defaults to ``s3prl`` for this
+    source, i.e. S3PRL's expert's numerics); any other entry or file through S3PRL's own expert
+    (:func:`load_s3prl_expert`)."""
+    path = os.fspath(cfg.path)
+    if not os.path.exists(path):
+        raise TeacherError(f"teacher.path {path}: no such file (the checkpoint for S3PRL's {cfg.name!r})")
+    if cfg.name in ADAPTED_ENTRIES and cfg.model_config is None and os.path.isfile(path):
+        adapted = _load_converted(path, cfg.name, ADAPTED_ENTRIES[cfg.name], cfg)
+        if adapted is not None:
+            return adapted
+    return load_s3prl_expert(cfg)
+
+
+def _load_converted(path: str, name: str, kind: str, cfg) -> Optional[Teacher]:
+    """S3PRL's converted HuBERT / wav2vec 2.0 checkpoint as our adapter; ``None`` if the file is
+    not in that format (then S3PRL's own expert reads it)."""
+    from s3prl_distill.teachers.fairseq import (arch_from_fairseq, fairseq_to_torchaudio,
+                                                fill_identity_projection, safe_load_fairseq)
+    from s3prl_distill.teachers.wav2vec2 import teacher_from_state_dict
+
+    try:
+        ckpt = safe_load_fairseq(path)
+    except TeacherError as err:
+        logger.info("%s: not read as S3PRL's converted format (%s); using S3PRL's expert", path, err)
+        return None
+    weights, model_cfg, task_cfg = (ckpt.get(k) for k in ("model_weight", "model_cfg", "task_cfg"))
+    if not all(isinstance(v, dict) for v in (weights, model_cfg, task_cfg)):
+        return None
+    where = f"teacher.path {path}"
+    arch = arch_from_fairseq(model_cfg, cfg.arch_config, where)
+    mapped = fairseq_to_torchaudio(weights, where)
+    fill_identity_projection(mapped, arch)
+    normalize = cfg.normalize_waveform
+    if normalize is None:
+        normalize = bool(task_cfg.get("normalize", False))
+    teacher = teacher_from_state_dict(mapped, arch, kind, source="s3prl", path=path,
+                                      normalize_waveform=normalize, where=where)
+    teacher.hub_name = name
+    return teacher
+
+
+def load_s3prl_expert(cfg) -> S3PRLTeacher:
+    """``s3prl.hub.<name>(ckpt=path, model_config=...)``: S3PRL's own expert as a teacher."""
     path = os.fspath(cfg.path)
     if not os.path.exists(path):
         raise TeacherError(f"teacher.path {path}: no such file (the checkpoint for S3PRL's {cfg.name!r})")
@@ -144,6 +214,11 @@ def save_as_s3prl_hubert(teacher, path: str) -> None:
     model_cfg.pop("_name")
     model_cfg.update({"label_rate": 50.0, "final_dim": arch.embed_dim})
     weights = torchaudio_to_fairseq(teacher.model.state_dict())
+    if arch.conv_layers[-1][0] == arch.embed_dim:  # fairseq then builds no post_extract_proj
+        w, b = weights.pop("post_extract_proj.weight"), weights.pop("post_extract_proj.bias")
+        if not (torch.equal(w, torch.eye(arch.embed_dim, dtype=w.dtype)) and not b.any()):
+            raise TeacherError("save_as_s3prl_hubert: the CNN width equals embed_dim, where S3PRL's "
+                               "HuBERT has no feature projection, but this teacher's is not the identity")
     weights["mask_emb"] = torch.zeros(arch.embed_dim)
     weights["final_proj.weight"] = torch.zeros(arch.embed_dim, arch.embed_dim)
     weights["final_proj.bias"] = torch.zeros(arch.embed_dim)

@@ -12,6 +12,9 @@ Two deliberate differences from running torchaudio's model on a padded batch:
   padding, so an utterance's features depend on what it was batched with. Here the statistics are
   taken over each utterance's valid frames only, so every utterance gets exactly the features it
   gets alone (which is how these models were trained: fairseq crops batches to equal length).
+  ``teacher.padding: s3prl`` reproduces S3PRL's HuBERT / wav2vec 2.0 experts instead (the
+  statistics over the padded batch, and fairseq's rule for valid frames:
+  :func:`s3prl_frame_lengths`), for exact reproduction of S3PRL's distiller.
 * **Final LayerNorm** of pre-LN models (``layer_norm_first``) is applied to the last hidden state
   (see :mod:`s3prl_distill.teachers.base`).
 
@@ -36,8 +39,11 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from s3prl_distill.config import ConfigError, from_dict, to_dict
+from s3prl_distill.models.fast import (DerivedCache, attention_packed, conv_stack_channels_last,
+                                       feed_forward_inplace, inference_fast_path_ok,
+                                       positional_conv_fft, stacked_qkv)
 from s3prl_distill.state_dict import describe_mismatch
-from s3prl_distill.lengths import conv_output_lengths, masked_group_norm, valid_mask
+from s3prl_distill.lengths import ceil_div, conv_output_lengths, masked_group_norm, valid_mask
 from s3prl_distill.teachers.base import Teacher, TeacherError, TeacherOutput
 
 logger = logging.getLogger(__name__)
@@ -58,7 +64,7 @@ STANDARD_CONV_LAYERS: List[Tuple[int, int, int]] = [(512, 10, 5)] + [(512, 3, 2)
 
 @dataclass
 class Wav2Vec2Arch:
-    """Architecture of a torchaudio ``Wav2Vec2Model`` teacher (dropouts are always 0: frozen).
+    """Architecture of a torchaudio ``Wav2Vec2Model`` teacher.
 
     Attributes:
         extractor_mode: ``group_norm`` (GroupNorm on the first conv only; Base models) or
@@ -72,6 +78,12 @@ class Wav2Vec2Arch:
         layer_norm_first: fairseq's meaning: pre-LN blocks and a final encoder LayerNorm
             (Large models); ``False`` = post-LN blocks with the encoder LayerNorm before layer 1.
         num_buckets / max_distance: WavLM relative position buckets (arch ``wavlm`` only).
+        dropout / attention_dropout / activation_dropout / dropout_input: the checkpoint's
+            dropout rates (fairseq names; where the file does not say, fairseq's HuBERT /
+            wav2vec 2.0 defaults 0.1 / 0.1 / 0 / 0, as the other defaults here are HuBERT Base).
+            They act only when the teacher runs in train mode (``teacher.eval_mode: false``,
+            S3PRL's distiller behaviour); the encoder layer drop is always 0 (S3PRL sets it to 0
+            too).
     """
 
     extractor_mode: Literal["group_norm", "layer_norm"] = "group_norm"
@@ -86,6 +98,10 @@ class Wav2Vec2Arch:
     layer_norm_first: bool = False
     num_buckets: int = 320
     max_distance: int = 800
+    dropout: float = 0.1
+    attention_dropout: float = 0.1
+    activation_dropout: float = 0.0
+    dropout_input: float = 0.0
 
     def validate(self) -> None:
         if not self.conv_layers:
@@ -104,15 +120,29 @@ class Wav2Vec2Arch:
             raise ConfigError(
                 f"pos_conv_groups: embed_dim {self.embed_dim} is not divisible by {self.pos_conv_groups}"
             )
+        for name in ("dropout", "attention_dropout", "activation_dropout", "dropout_input"):
+            if not 0.0 <= getattr(self, name) < 1.0:
+                raise ConfigError(f"{name}: must lie in [0, 1), got {getattr(self, name)}")
 
     @property
     def downsample_rate(self) -> int:
         """Samples per output frame: the product of the conv strides (320 for the standard CNN)."""
         return int(math.prod(stride for _, _, stride in self.conv_layers))
 
+    @property
+    def receptive_field(self) -> int:
+        """Samples one output frame sees: the shortest input that gives a frame (400 for the
+        standard CNN)."""
+        field_, jump = 1, 1
+        for _, kernel, stride in self.conv_layers:
+            field_ += (kernel - 1) * jump
+            jump *= stride
+        return field_
+
 
 def build_wav2vec2_model(arch: Wav2Vec2Arch, kind: str = "hubert") -> torch.nn.Module:
-    """An untrained torchaudio ``Wav2Vec2Model`` of architecture ``arch`` with dropouts 0.
+    """An untrained torchaudio ``Wav2Vec2Model`` of architecture ``arch`` (its dropout rates,
+    layer drop 0).
 
     Args:
         arch: the architecture.
@@ -125,15 +155,15 @@ def build_wav2vec2_model(arch: Wav2Vec2Arch, kind: str = "hubert") -> torch.nn.M
         extractor_conv_layer_config=[tuple(c) for c in arch.conv_layers],
         extractor_conv_bias=arch.conv_bias,
         encoder_embed_dim=arch.embed_dim,
-        encoder_projection_dropout=0.0,
+        encoder_projection_dropout=arch.dropout_input,
         encoder_pos_conv_kernel=arch.pos_conv_kernel,
         encoder_pos_conv_groups=arch.pos_conv_groups,
         encoder_num_layers=arch.num_layers,
         encoder_num_heads=arch.num_heads,
-        encoder_attention_dropout=0.0,
+        encoder_attention_dropout=arch.attention_dropout,
         encoder_ff_interm_features=arch.ffn_dim,
-        encoder_ff_interm_dropout=0.0,
-        encoder_dropout=0.0,
+        encoder_ff_interm_dropout=arch.activation_dropout,
+        encoder_dropout=arch.dropout,
         encoder_layer_norm_first=arch.layer_norm_first,
         encoder_layer_drop=0.0,
         aux_num_out=None,
@@ -263,6 +293,19 @@ def infer_arch(
 # ---------------------------------------------------------------------------------------------
 # the teacher
 # ---------------------------------------------------------------------------------------------
+def s3prl_frame_lengths(wav_lengths: Tensor, samples: int, frames: int) -> Tensor:
+    """Valid frames by fairseq's HuBERT / WavLM rule (S3PRL's experts, ``forward_padding_mask``;
+    S3PRL's wav2vec 2.0 uses the conv arithmetic): with ``r = S // T`` samples per frame (the last ``S % T`` samples
+    dropped), a frame is padding only if all its ``r`` samples are, so ``min(T, ceil(L / r))``
+    frames are valid - one or two more than the conv arithmetic gives.
+
+    Args:
+        wav_lengths (Tensor): ``[B]`` valid samples; samples: ``S`` of the padded batch; frames: ``T``.
+    """
+    r = samples // frames
+    return torch.clamp(ceil_div(wav_lengths, r), max=frames)
+
+
 def _normalize_waveforms(wavs: Tensor, lengths: Tensor) -> Tensor:
     """Zero mean, unit variance over each waveform's valid samples (fairseq ``normalize``),
     padding kept at 0. ``wavs [B, S]`` -> ``[B, S]``."""
@@ -274,7 +317,23 @@ def _normalize_waveforms(wavs: Tensor, lengths: Tensor) -> Tensor:
 
 
 class Wav2Vec2Teacher(Teacher):
-    """A frozen torchaudio ``Wav2Vec2Model`` (HuBERT, wav2vec 2.0 or WavLM) with all layer outputs.
+    """A frozen torchaudio ``Wav2Vec2Model`` (HuBERT, wav2vec 2.0 or WavLM) with its layer outputs.
+
+    Two paths compute the same function (equal to 1e-4 on padded batches,
+    ``tests/test_teachers_fast_paths.py``):
+
+    * plain: torchaudio's modules (batched CNN with the group norm masked to valid frames,
+      additive attention mask); used with autograd, on accelerators, in train mode
+      (``eval_mode: false``) and with ``fast_path`` off;
+    * fast (CPU inference, eval mode): the students' kernels from
+      :mod:`s3prl_distill.models.fast` on the same weights - each utterance's CNN alone on its
+      valid samples, channels last, the first conv as a GEMM with its group norm folded in, GELU
+      in place; then the rest per utterance too, on its valid frames only: projection,
+      positional conv by FFT (spectrum cached), the layers without a mask (one GEMM for q/k/v
+      from cached stacked weights, the feed-forward's GELU in place). No work on padding, and an
+      utterance's targets are bit-identical whatever it is batched with. WavLM's gated
+      relative-position attention keeps torchaudio's batched layers (its CNN and positional
+      conv take the fast path).
 
     Args:
         model: torchaudio ``Wav2Vec2Model`` matching ``arch`` (its ``aux`` head, if any, unused).
@@ -301,12 +360,20 @@ class Wav2Vec2Teacher(Teacher):
             num_layers=arch.num_layers,
             dim=arch.embed_dim,
             downsample_rate=arch.downsample_rate,
+            max_input_samples=None,  # relative positions (conv / WavLM buckets): no length limit
+            min_input_samples=arch.receptive_field,
         )
         self.model = model
         self.arch_config = arch
         self.normalize_waveform = bool(normalize_waveform)
+        self.padding = "masked"  # teacher.padding (TeacherConfig); "s3prl": fairseq's padded-batch rules
+        # derived weights of the fast path (plain attributes: not parameters, not in state_dict)
+        self._pos_cache = DerivedCache()
+        self._qkv_caches = [DerivedCache() for _ in range(arch.num_layers)]
+        self._conv_caches = [DerivedCache() for _ in arch.conv_layers]
         self.freeze()
 
+    # -- plain path ----------------------------------------------------------------------------
     def _features(self, wavs: Tensor, lengths: Tensor) -> Tuple[Tensor, Tensor]:
         """CNN. ``wavs [B, S]`` -> ``([B, T, C], lengths [B])``."""
         x = wavs.unsqueeze(1)
@@ -314,7 +381,9 @@ class Wav2Vec2Teacher(Teacher):
             x = block.conv(x)
             lengths = conv_output_lengths(lengths, block.kernel_size, block.stride)
             norm = block.layer_norm
-            if isinstance(norm, torch.nn.GroupNorm) and norm.num_groups == norm.num_channels:
+            if isinstance(norm, torch.nn.GroupNorm) and self.padding == "s3prl":
+                x = norm(x)  # statistics over the padded batch, as fairseq / S3PRL
+            elif isinstance(norm, torch.nn.GroupNorm) and norm.num_groups == norm.num_channels:
                 # per-channel statistics over each utterance's valid frames only
                 x = masked_group_norm(x, lengths, norm.weight, norm.bias, norm.eps)
             elif isinstance(norm, torch.nn.GroupNorm):
@@ -324,33 +393,103 @@ class Wav2Vec2Teacher(Teacher):
             x = F.gelu(x)
         return x.transpose(1, 2), lengths
 
-    def _forward(self, wavs: Tensor, wav_lengths: Tensor) -> TeacherOutput:
-        if self.normalize_waveform:
+    # -- fast path -----------------------------------------------------------------------------
+    def _fast_ok(self, wavs: Tensor, wav_lengths: Tensor) -> bool:
+        """The fast path runs on CPU without autograd, in eval mode, with ``fast_path`` on and
+        every utterance long enough for one frame."""
+        return (self.fast_path and self.padding == "masked" and not self.model.training
+                and inference_fast_path_ok(wavs)
+                and bool((wav_lengths >= self.arch_config.receptive_field).all()))
+
+    def _features_fast(self, wavs: Tensor, wav_lengths: Tensor) -> Tuple[Tensor, Tensor]:
+        """CNN per utterance, channels last. ``wavs [B, S]`` -> ``([B, T, C], lengths [B])``."""
+        blocks = self.model.feature_extractor.conv_layers
+        lengths = wav_lengths
+        for block in blocks:
+            lengths = torch.clamp(
+                torch.div(lengths - block.kernel_size, block.stride, rounding_mode="floor") + 1, min=0
+            )
+        channels = self.arch_config.conv_layers[-1][0]
+        return conv_stack_channels_last(blocks, wavs, wav_lengths, lengths, channels, self._conv_caches), lengths
+
+    def _layer_fast(self, index: int, layer: torch.nn.Module, x: Tensor, splits: List[int]) -> Tensor:
+        """One torchaudio ``EncoderLayer`` (not WavLM) in eval mode on valid frames only:
+        ``x [N, D]`` (``splits``: frames per utterance) -> ``[N, D]``."""
+        attn, ff = layer.attention, layer.feed_forward
+        weight, bias = stacked_qkv(attn.q_proj, attn.k_proj, attn.v_proj, self._qkv_caches[index])
+        if layer.layer_norm_first:
+            x = x + attention_packed(layer.layer_norm(x), weight, bias, attn.out_proj, attn.num_heads, splits)
+            return x + feed_forward_inplace(layer.final_layer_norm(x), ff.intermediate_dense, ff.output_dense)
+        x = layer.layer_norm(attention_packed(x, weight, bias, attn.out_proj, attn.num_heads, splits).add_(x))
+        return layer.final_layer_norm(feed_forward_inplace(x, ff.intermediate_dense, ff.output_dense).add_(x))
+
+    def _encode_per_utterance(self, feats: Tensor, lengths: Tensor, layers: List[int]) -> TeacherOutput:
+        """Fast path after the CNN, each utterance alone on its valid frames: projection,
+        positional conv by FFT, the layers (no mask, no padding work). An utterance's states are
+        then bit-identical whatever it is batched with (a data-parallel split, a cache build, a
+        batch of one). ``feats [B, T, C]`` -> the ``layers`` states ``[B, T, D]`` (padding 0)."""
+        transformer = self.model.encoder.transformer
+        wanted, last, top = set(layers), max(layers), self.num_layers
+        batch, frames = feats.shape[:2]
+        out = {k: feats.new_zeros(batch, frames, self.dim) for k in wanted}
+        for b, n in enumerate(lengths.tolist()):
+            x = self.model.encoder.feature_projection(feats[b:b + 1, :n])  # [1, n, D]
+            x = x + positional_conv_fft(transformer.pos_conv_embed.conv, x, self._pos_cache)
+            if transformer.layer_norm_first:  # torchaudio's flag is inverted: a post-LN model
+                x = transformer.layer_norm(x)
+            x = x[0]  # [n, D]
+            if 0 in wanted:
+                out[0][b, :n] = x
+            for i, layer in enumerate(transformer.layers[:last]):
+                x = self._layer_fast(i, layer, x, [n])
+                if i + 1 in wanted:
+                    if i + 1 == top and not transformer.layer_norm_first:  # torchaudio's flag: pre-LN
+                        x = transformer.layer_norm(x)
+                    out[i + 1][b, :n] = x
+        return TeacherOutput(hidden_states=self.select(out, layers), lengths=lengths)
+
+    # -- forward -------------------------------------------------------------------------------
+    def _forward(self, wavs: Tensor, wav_lengths: Tensor, layers: List[int]) -> TeacherOutput:
+        if self.normalize_waveform:  # in float32, before the cast to the teacher's precision
             wavs = _normalize_waveforms(wavs, wav_lengths)
-        feats, lengths = self._features(wavs, wav_lengths)
+        wavs = wavs.to(self.dtype)
+        fast = self._fast_ok(wavs, wav_lengths)
+        feats, lengths = self._features_fast(wavs, wav_lengths) if fast else self._features(wavs, wav_lengths)
         encoder = self.model.encoder
         transformer = encoder.transformer
+        if fast and self.arch != "wavlm":
+            return self._encode_per_utterance(feats, lengths, layers)
         x = encoder.feature_projection(feats)  # [B, T, D]
-        valid = valid_mask(lengths, x.shape[1])
+        batch, frames = x.shape[:2]
+        if self.padding == "s3prl" and self.arch != "wav2vec2":  # S3PRL's wav2vec 2.0: conv arithmetic
+            lengths = s3prl_frame_lengths(wav_lengths, wavs.shape[1], frames)
+        valid = valid_mask(lengths, frames)
         x = x.masked_fill(~valid[..., None], 0.0)
+        if fast:  # WavLM: the positional conv by FFT, then torchaudio's gated layers
+            x = x + positional_conv_fft(transformer.pos_conv_embed.conv, x, self._pos_cache)
+            if transformer.layer_norm_first:  # torchaudio's flag is inverted: a post-LN model
+                x = transformer.layer_norm(x)
+        else:
+            x = transformer._preprocess(x)
+        wanted, last = set(layers), max(layers)
+        states: Dict[int, Tensor] = {0: x} if 0 in wanted else {}
+        top = self.num_layers
         attention_mask: Optional[Tensor] = None
         key_padding_mask: Optional[Tensor] = None
         if self.arch == "wavlm":  # additive float mask: same dtype as WavLM's position bias
             key_padding_mask = -10000.0 * (~valid).to(x.dtype)
         else:
-            batch, frames = valid.shape
             attention_mask = (-10000.0 * (~valid)[:, None, None, :].to(x.dtype)).expand(batch, 1, frames, frames)
-        x = transformer._preprocess(x)
-        hidden = [x]
         position_bias = None
-        for layer in transformer.layers:
+        for index, layer in enumerate(transformer.layers[:last]):
             x, position_bias = layer(
                 x, attention_mask, position_bias=position_bias, key_padding_mask=key_padding_mask
             )
-            hidden.append(x)
-        if not transformer.layer_norm_first:  # torchaudio's flag is inverted: pre-LN model
-            hidden[-1] = transformer.layer_norm(hidden[-1])
-        return TeacherOutput(hidden_states=hidden, lengths=lengths)
+            if index + 1 in wanted:
+                states[index + 1] = x
+        if top in states and not transformer.layer_norm_first:  # torchaudio's flag is inverted: a pre-LN model
+            states[top] = transformer.layer_norm(states[top])
+        return TeacherOutput(hidden_states=self.select(states, layers), lengths=lengths)
 
     def student_init_state(self, num_layers: int) -> Dict[str, Tensor]:
         """CNN, feature projection, positional conv, encoder LayerNorm and layers ``0..n-1`` in
@@ -372,6 +511,9 @@ class Wav2Vec2Teacher(Teacher):
         info = super().describe()
         info["arch_config"] = to_dict(self.arch_config)
         info["normalize_waveform"] = self.normalize_waveform
+        info["padding"] = self.padding
+        if getattr(self, "hub_name", None):
+            info["name"] = self.hub_name  # source s3prl: the hub entry
         return info
 
 

@@ -44,9 +44,11 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from s3prl_distill.models.log_mel import (HOP_LENGTH, SAMPLE_RATE, batch_log_mel,  # noqa: F401
-                                          log_mel_spectrogram, mel_frames)
 from s3prl_distill.lengths import conv_output_lengths, valid_mask
+from s3prl_distill.models.fast import (DerivedCache, attention_packed, conv1d_channels_last,
+                                       feed_forward_inplace, inference_fast_path_ok, stacked_qkv)
+from s3prl_distill.models.log_mel import (HOP_LENGTH, MIN_SAMPLES, SAMPLE_RATE,  # noqa: F401
+                                          batch_log_mel, log_mel_spectrogram, mel_frames)
 from s3prl_distill.teachers.base import Teacher, TeacherError, TeacherOutput
 
 logger = logging.getLogger(__name__)
@@ -125,6 +127,15 @@ class _Block(nn.Module):
         x = x + self.attn(self.attn_ln(x), pad)
         return x + self.mlp(self.mlp_ln(x))
 
+    def forward_fast(self, x: Tensor, splits: List[int], cache: DerivedCache) -> Tensor:
+        """Inference on valid frames only, ``x [N, D]`` (``splits``: frames per utterance): one
+        GEMM for q/k/v (the key's missing bias as zeros), attention per utterance, the MLP's GELU
+        in place."""
+        attn = self.attn
+        weight, bias = stacked_qkv(attn.query, attn.key, attn.value, cache)
+        x = x + attention_packed(self.attn_ln(x), weight, bias, attn.out, attn.num_heads, splits)
+        return x + feed_forward_inplace(self.mlp_ln(x), self.mlp[0], self.mlp[2])
+
 
 class WhisperEncoder(nn.Module):
     """Whisper's audio encoder (openai-whisper parameter names, without the ``encoder.`` prefix)."""
@@ -139,50 +150,129 @@ class WhisperEncoder(nn.Module):
         self.register_buffer("positional_embedding", torch.zeros(arch.n_ctx, arch.dim))
         self.blocks = nn.ModuleList(_Block(arch.dim, arch.num_heads) for _ in range(arch.num_layers))
         self.ln_post = nn.LayerNorm(arch.dim)
+        self._qkv_caches = [DerivedCache() for _ in range(arch.num_layers)]  # fast path: stacked q/k/v
 
-    def forward(self, mel: Tensor, mel_lengths: Tensor) -> Tuple[List[Tensor], Tensor]:
-        """
+    def front_end(self, mel: Tensor, mel_lengths: Tensor) -> Tuple[Tensor, Tensor]:
+        """The two convs (+ GELU) and the positions, batched (the plain path).
+
         Args:
             mel (Tensor): ``[B, n_mels, F]`` log-mel, padded.
             mel_lengths (Tensor): ``[B]`` valid mel frames.
         Returns:
-            (hidden states: ``L + 1`` tensors ``[B, T, D]``, lengths ``[B]`` with ``T = ceil(F / 2)``).
+            (``[B, T, D]`` input of block 1, lengths ``[B]``) with ``T = ceil(F / 2)``.
         """
         frames_in = mel.shape[-1]
         mel = mel * valid_mask(mel_lengths, frames_in)[:, None, :].to(mel.dtype)
         x = F.gelu(self.conv1(mel))
         x = x * valid_mask(mel_lengths, frames_in)[:, None, :].to(x.dtype)  # conv2 sees zeros past the end
         x = F.gelu(self.conv2(x)).transpose(1, 2)  # [B, T, D]
+        return self._add_positions(x), self.output_lengths(mel_lengths)
+
+    def front_end_channels_last(self, mel: Tensor, mel_lengths: Tensor) -> Tuple[Tensor, Tensor]:
+        """The same as :meth:`front_end` without autograd, each utterance alone on its valid
+        frames, channels last (oneDNN convs on NHWC views, GELU in place; no work on padding)."""
+        lengths = self.output_lengths(mel_lengths)
+        out = mel.new_zeros(mel.shape[0], int(lengths.max()), self.arch.dim)
+        for b, n in enumerate(mel_lengths.tolist()):
+            x = F.pad(mel[b, :, :n].t(), (0, 0, 1, 1))  # [n + 2, n_mels]: the convs' zero padding
+            x = torch.ops.aten.gelu_(conv1d_channels_last(x, self.conv1.weight, self.conv1.bias, 1))
+            x = F.pad(x, (0, 0, 1, 1))
+            x = torch.ops.aten.gelu_(conv1d_channels_last(x, self.conv2.weight, self.conv2.bias, 2))
+            out[b, : x.shape[0]] = x
+        return self._add_positions(out), lengths
+
+    def output_lengths(self, mel_lengths: Tensor) -> Tensor:
+        """``[B]`` mel frames -> ``[B]`` encoder frames (``ceil(F / 2)``: conv2 has stride 2, pad 1)."""
         conv2 = self.conv2
-        lengths = conv_output_lengths(mel_lengths, conv2.kernel_size[0], conv2.stride[0], conv2.padding[0])
+        return conv_output_lengths(mel_lengths, conv2.kernel_size[0], conv2.stride[0], conv2.padding[0])
+
+    def _add_positions(self, x: Tensor) -> Tensor:
         frames = x.shape[1]
         if frames > self.arch.n_ctx:
             raise ValueError(
                 f"whisper teacher: {frames} frames exceed the {self.arch.n_ctx} stored positions "
                 f"({self.arch.n_ctx * 2 * HOP_LENGTH / SAMPLE_RATE:.0f} s of audio): crop the input"
             )
-        x = x + self.positional_embedding[:frames].to(x.dtype)
-        pad = ~valid_mask(lengths, frames)
-        hidden = [x]
-        for block in self.blocks:
-            x = block(x, pad)
-            hidden.append(x)
-        hidden[-1] = self.ln_post(hidden[-1])
-        return hidden, lengths
+        return x + self.positional_embedding[:frames].to(x.dtype)
+
+    def forward(self, mel: Tensor, mel_lengths: Tensor, layers: Optional[List[int]] = None,
+                fast: bool = False) -> Tuple[List[Tensor], Tensor]:
+        """
+        Args:
+            mel (Tensor): ``[B, n_mels, F]`` log-mel, padded.
+            mel_lengths (Tensor): ``[B]`` valid mel frames.
+            layers: the states to return, in this order (``None``: all ``L + 1``); blocks above
+                the highest one asked for are not run.
+            fast: the inference fast path (no autograd; :meth:`front_end_channels_last`, the
+                blocks per utterance on its valid frames, one GEMM for q/k/v, GELU in place).
+        Returns:
+            (hidden states ``[B, T, D]`` of ``layers``, lengths ``[B]`` with ``T = ceil(F / 2)``).
+        """
+        layers = list(range(len(self.blocks) + 1)) if layers is None else list(layers)
+        if fast:
+            x, lengths = self.front_end_channels_last(mel, mel_lengths)
+        else:
+            x, lengths = self.front_end(mel, mel_lengths)
+        valid = valid_mask(lengths, x.shape[1])
+        wanted, last = set(layers), max(layers)
+        states = {0: x} if 0 in wanted else {}
+        top = len(self.blocks)
+        if fast:  # each utterance alone on its valid frames (bit-identical whatever the batch)
+            out = {k: x.new_zeros(x.shape) for k in wanted if k}
+            for b, n in enumerate(lengths.tolist()):
+                y = x[b, :n]
+                for i, block in enumerate(self.blocks[:last]):
+                    y = block.forward_fast(y, [n], self._qkv_caches[i])
+                    if i + 1 in wanted:
+                        out[i + 1][b, :n] = self.ln_post(y) if i + 1 == top else y
+            states.update(out)
+            return [states[k] for k in layers], lengths
+        else:
+            pad = ~valid
+            for i, block in enumerate(self.blocks[:last]):
+                x = block(x, pad)
+                if i + 1 in wanted:
+                    states[i + 1] = x
+        if top in states:
+            states[top] = self.ln_post(states[top])
+        return [states[k] for k in layers], lengths
 
 
 class WhisperTeacher(Teacher):
-    """Frozen Whisper encoder over raw 16 kHz waveforms (log-mel computed here)."""
+    """Frozen Whisper encoder over raw 16 kHz waveforms (log-mel computed here, in float32).
+
+    ``max_input_samples``: the longest waveform whose frames fit the stored positions
+    (``n_ctx`` = 1500 frames: 30 s + 159 samples, as ``ceil((S // 160) / 2) <= 1500``).
+    ``min_input_samples``: 201 (the centred STFT's reflect padding needs more than 200 samples).
+
+    Fast path (CPU inference, eval mode, ``fast_path`` on): the convs per utterance on valid
+    frames, channels last; the blocks per utterance on its valid frames (no mask, no padding
+    work; an utterance's states do not depend on its batch); one GEMM for q/k/v; the MLP's GELU
+    in place. Equal to the plain path to 1e-4.
+    """
 
     def __init__(self, encoder: WhisperEncoder, *, source: str, path: Optional[str]) -> None:
-        super().__init__(source=source, path=path, arch="whisper", num_layers=encoder.arch.num_layers,
-                         dim=encoder.arch.dim, downsample_rate=2 * HOP_LENGTH)
+        arch = encoder.arch
+        super().__init__(source=source, path=path, arch="whisper", num_layers=arch.num_layers,
+                         dim=arch.dim, downsample_rate=2 * HOP_LENGTH,
+                         max_input_samples=(2 * arch.n_ctx + 1) * HOP_LENGTH - 1,
+                         min_input_samples=MIN_SAMPLES)
         self.encoder = encoder
         self.freeze()
 
-    def _forward(self, wavs: Tensor, wav_lengths: Tensor) -> TeacherOutput:
+    def _too_long_message(self, index: int, samples: int) -> str:
+        arch = self.encoder.arch
+        frames = int(self.encoder.output_lengths(mel_frames(torch.tensor([samples])))[0])
+        return (f"whisper teacher: waveform {index} of the batch has {samples} samples "
+                f"({samples / self.sample_rate:.2f} s): its {frames} frames exceed the {arch.n_ctx} stored "
+                f"positions (at most {self.max_input_samples} samples = "
+                f"{self.max_input_samples / self.sample_rate:.2f} s of audio): crop or drop it")
+
+    def _forward(self, wavs: Tensor, wav_lengths: Tensor, layers: List[int]) -> TeacherOutput:
         mel, frames = batch_log_mel(wavs, wav_lengths, self.encoder.arch.n_mels, who="whisper teacher")
-        hidden, lengths = self.encoder(mel, frames)
+        mel = mel.to(self.dtype)
+        fast = self.fast_path and not self.encoder.training and inference_fast_path_ok(mel)
+        hidden, lengths = self.encoder(mel, frames, layers, fast=fast)
         return TeacherOutput(hidden_states=hidden, lengths=lengths)
 
     def check_student_fits(self, cfg) -> None:
