@@ -10,11 +10,11 @@ rates) off the model section with fairseq's defaults where a key is absent;
 
 from __future__ import annotations
 
-import ast
 import re
 from typing import Any, Dict, List, Mapping, Optional, Tuple
 
-from s3prl_distill.config import from_dict, to_dict
+from s3prl_distill.config import ConfigError, from_dict, to_dict
+from s3prl_distill.conv_layers import parse_conv_layers as parse_layers
 from s3prl_distill.teachers.base import TeacherError
 from s3prl_distill.teachers.wav2vec2 import Wav2Vec2Arch
 
@@ -66,40 +66,13 @@ def fairseq_configs(ckpt: Mapping[str, Any], where: str) -> Tuple[Dict[str, Any]
 
 
 def parse_conv_layers(text: Any, where: str) -> List[Tuple[int, int, int]]:
-    """Parse fairseq's ``conv_feature_layers`` string, e.g.
-    ``"[(512, 10, 5)] + [(512, 3, 2)] * 4 + [(512,2,2)] * 2"``, without ``eval``: only list/tuple
-    literals of integers, ``+`` and ``*`` are accepted."""
-    if isinstance(text, (list, tuple)):
-        node_value = [tuple(t) for t in text]
-    else:
-        try:
-            tree = ast.parse(str(text), mode="eval")
-        except SyntaxError as err:
-            raise TeacherError(f"{where}: conv_feature_layers {text!r} is not a list expression") from err
-
-        def value(node: ast.AST) -> Any:
-            if isinstance(node, ast.Expression):
-                return value(node.body)
-            if isinstance(node, ast.Constant) and isinstance(node.value, int) and not isinstance(node.value, bool):
-                return node.value
-            if isinstance(node, ast.List):
-                return [value(e) for e in node.elts]
-            if isinstance(node, ast.Tuple):
-                return tuple(value(e) for e in node.elts)
-            if isinstance(node, ast.BinOp) and isinstance(node.op, (ast.Add, ast.Mult)):
-                left, right = value(node.left), value(node.right)
-                return left + right if isinstance(node.op, ast.Add) else left * right
-            raise TeacherError(
-                f"{where}: conv_feature_layers {text!r}: only lists of (dim, kernel, stride) tuples, "
-                f"'+' and '*' are allowed, found {type(node).__name__}"
-            )
-
-        node_value = value(tree)
-    if not isinstance(node_value, list) or not all(
-        isinstance(t, tuple) and len(t) == 3 and all(isinstance(v, int) for v in t) for t in node_value
-    ):
-        raise TeacherError(f"{where}: conv_feature_layers {text!r} is not a list of (dim, kernel, stride)")
-    return node_value
+    """fairseq's ``conv_feature_layers`` string (e.g. ``"[(512, 10, 5)] + [(512, 3, 2)] * 4"``)
+    -> ``[(dim, kernel, stride)]``, by the one parser (:mod:`s3prl_distill.conv_layers`: never
+    evaluated); errors are TeacherErrors naming the file and the key."""
+    try:
+        return parse_layers(text, where=f"{where}: conv_feature_layers")
+    except ConfigError as err:
+        raise TeacherError(str(err)) from None
 
 
 _DEFAULT_CONV = "[(512, 10, 5)] + [(512, 3, 2)] * 4 + [(512, 2, 2)] * 2"
