@@ -94,7 +94,8 @@ def runner_config(folder: Path, audio_dir: Path, *, total_steps: int = 6, batch_
     data = {
         "runner": {"total_steps": total_steps, "n_epochs": -1, "gradient_clipping": 10.0,
                    "gradient_accumulate_steps": accum, "log_step": log_step,
-                   "save_step": save_step, "max_keep": max_keep},
+                   "save_step": save_step, "max_keep": max_keep,
+                   "plan_at_start": False},  # its own test: tests/test_plan.py
         "optimizer": {"name": "TorchOptim", "torch_optim_name": "Adam", "lr": lr},
         "scheduler": {"name": "linear_schedule_with_warmup", "num_warmup_steps": 1},
         "pretrain_expert": {"datarc": datarc},

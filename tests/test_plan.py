@@ -65,23 +65,58 @@ def test_plan_command_on_a_tiny_run(tmp_path, capsys):
 
 @pytest.mark.slow
 def test_estimate_leaves_the_run_untouched(tmp_path):
-    from s3prl_distill.pretrain.config import PretrainConfig
-    from s3prl_distill.pretrain.expert import UpstreamPretrainExpert
-    from s3prl_distill.config import load_yaml
+    from s3prl_distill.config import from_dict, load_yaml
+    from s3prl_distill.distill.config import DistillConfig
+    from s3prl_distill.pretrain.build import build_run
+    from s3prl_distill.pretrain.config import DataConfig, PretrainConfig
 
     teacher = make_teacher(tmp_path / "teacher.pt")
     audio = tmp_path / "audio"
     make_audio_dir(audio, count=6)
     runner = load_yaml(runner_config(tmp_path, audio, total_steps=4, batch_size=2, crop_seconds=0.0))
     cfg = PretrainConfig.from_data(runner)
-    expert = UpstreamPretrainExpert(runner["pretrain_expert"]["datarc"], str(model_yaml(tmp_path, teacher)),
-                                    "cpu", False, seed=3)
-    weights = {k: v.clone() for k, v in expert.model.state_dict().items()}
+    run_ = build_run(DistillConfig.from_yaml(model_yaml(tmp_path, teacher)),
+                     from_dict(DataConfig, runner["pretrain_expert"]["datarc"]),
+                     device=torch.device("cpu"), seed=3)
+    weights = {k: v.clone() for k, v in run_.student.state_dict().items()}
     random.seed(1), np.random.seed(1), torch.manual_seed(1)
     expected = (random.random(), np.random.rand(), torch.rand(1))
     random.seed(1), np.random.seed(1), torch.manual_seed(1)
-    est = plan_summary(expert, cfg, "cpu", updates=2, probe_seconds=(0.5,))
+    est = plan_summary(run_, cfg, "cpu", updates=2, probe_seconds=(0.5,))
     assert (random.random(), np.random.rand(), torch.rand(1)) == expected
-    assert all(torch.equal(v, expert.model.state_dict()[k]) for k, v in weights.items())
+    assert all(torch.equal(v, run_.student.state_dict()[k]) for k, v in weights.items())
     assert est.total_updates == 4 and math.isfinite(est.total_seconds)
     assert any("time per update" in line for line in est.lines())
+
+
+def test_a_fresh_run_logs_its_plan_and_trains_as_without_it(tmp_path, caplog):
+    """runner.plan_at_start: the estimate is in the log of a new run (not of a resume), and the
+    run ends with the same parameters as without it (the estimate works on copies)."""
+    import yaml
+
+    from s3prl_distill.checkpoint import read_checkpoint
+    from s3prl_distill.run_pretrain import parse_args, run
+
+    teacher = make_teacher(tmp_path / "teacher.pt")
+    make_audio_dir(tmp_path / "audio", count=6)
+    model = model_yaml(tmp_path, teacher)
+    runner = runner_config(tmp_path, tmp_path / "audio", total_steps=3, save_step=3, batch_size=3)
+    with_plan = tmp_path / "runner_plan.yaml"
+    data = yaml.safe_load(runner.read_text())
+    data["runner"]["plan_at_start"] = True
+    with_plan.write_text(yaml.safe_dump(data))
+
+    def go(config, name):
+        return run(parse_args(["-u", "distiller", "-g", str(model), "-c", str(config),
+                               "-p", str(tmp_path / name), "--device", "cpu", "--seed", "5"]))
+
+    with caplog.at_level("INFO"):
+        planned = go(with_plan, "a")
+    assert "plan (s3prl-distill plan" in caplog.text and "time per update:" in caplog.text
+    plain = go(runner, "b")
+    a, b = read_checkpoint(planned)["state_dict"], read_checkpoint(plain)["state_dict"]
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    caplog.clear()
+    with caplog.at_level("INFO"):
+        go(with_plan, "a")  # finished: nothing to plan
+    assert "plan (s3prl-distill plan" not in caplog.text

@@ -312,7 +312,7 @@ def estimate(task: Any, dataset: Any, sampler: Any, cfg: Any, device: Any, *, up
     Returns:
         :class:`PlanEstimate`.
     """
-    from s3prl_distill.audio import pad_batch
+    from s3prl_distill.lengths import pad_waveforms
     from s3prl_distill.distill.task import DistillationTask
     from s3prl_distill.pretrain.dataset import collate_batch
 
@@ -355,7 +355,7 @@ def estimate(task: Any, dataset: Any, sampler: Any, cfg: Any, device: Any, *, up
         positions.add(pos)
     picks = sorted((order[pos] for pos in positions), key=lambda j: cost[j])
 
-    from s3prl_distill.pretrain.trainer import build_optimizer, param_groups  # the run's own optimizer
+    from s3prl_distill.pretrain.optim import build_optimizer  # the run's own optimizer
 
     peak = _PeakMemory(device)
     est.memory_method = peak.method
@@ -363,8 +363,9 @@ def estimate(task: Any, dataset: Any, sampler: Any, cfg: Any, device: Any, *, up
         student = copy.deepcopy(task.student).to(device).train()
         loss = copy.deepcopy(task.loss).to(device).train()
         trial = DistillationTask(student, teacher, loss, max_frame_diff=task.max_frame_diff).train()
-        optimizer = build_optimizer(cfg.optimizer, param_groups(
-            cfg.optimizer, [(n, p) for n, p in student.named_parameters() if p.requires_grad]))
+        optimizer = build_optimizer(
+            cfg.optimizer, [(n, p) for n, p in student.named_parameters() if p.requires_grad],
+            max(int(est.total_updates), 1))
         params = [p for p in student.parameters() if p.requires_grad]
 
         def load(indices: Sequence[int]) -> Dict[str, Any]:
@@ -382,7 +383,8 @@ def estimate(task: Any, dataset: Any, sampler: Any, cfg: Any, device: Any, *, up
                 with _autocast(device, run.amp_precision):
                     loss_value, _ = trial(wavs, wav_lengths, targets=targets)
                 loss_value.float().backward()
-                torch.nn.utils.clip_grad_norm_(params, run.gradient_clipping)
+                torch.nn.utils.clip_grad_norm_(
+                    params, run.gradient_clipping if run.gradient_clipping is not None else float("inf"))
                 optimizer.step()
                 optimizer.zero_grad(set_to_none=True)
                 _sync(device)
@@ -411,7 +413,7 @@ def estimate(task: Any, dataset: Any, sampler: Any, cfg: Any, device: Any, *, up
             gen = torch.Generator().manual_seed(0)
             for seconds in probe_seconds:
                 wav = 0.1 * torch.randn(int(seconds * sr), generator=gen)
-                wavs, wav_lengths = pad_batch([wav])
+                wavs, wav_lengths = pad_waveforms([wav])
                 out: List[Optional[float]] = []
                 update({"wavs": wavs, "wav_lengths": wav_lengths}, out)
                 if out and out[0] is not None:
@@ -455,10 +457,10 @@ def _quantiles(updates: int) -> List[float]:
     return base + extra
 
 
-def plan_summary(expert: Any, cfg: Any, device: Any, **kwargs: Any) -> PlanEstimate:
-    """:func:`estimate` on a built ``UpstreamPretrainExpert`` (``task``, ``dataset``, ``sampler``,
-    ``datarc``), for a trainer to log at start: ``for line in plan_summary(expert, cfg,
-    device).lines(): logger.info(line)``. Keyword arguments go to :func:`estimate`; the run's
-    state (weights, optimizer, random generators) is left unchanged."""
-    kwargs.setdefault("cache_folder", getattr(expert.datarc, "teacher_cache", None))
-    return estimate(expert.task, expert.dataset, expert.sampler, cfg, device, **kwargs)
+def plan_summary(run: Any, cfg: Any, device: Any, **kwargs: Any) -> PlanEstimate:
+    """:func:`estimate` on a built :class:`~s3prl_distill.pretrain.build.DistillationRun`
+    (``task``, ``dataset``, ``sampler``, ``data``), as the trainer logs it at the start of a run.
+    Keyword arguments go to :func:`estimate`; the run's state (weights, optimizer, random
+    generators) is left unchanged."""
+    kwargs.setdefault("cache_folder", getattr(run.data, "teacher_cache", None))
+    return estimate(run.task, run.dataset, run.sampler, cfg, device, **kwargs)

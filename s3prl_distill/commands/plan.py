@@ -10,7 +10,6 @@ hold before memory runs out (:mod:`s3prl_distill.benchmark.plan`).
 from __future__ import annotations
 
 import argparse
-import copy
 import json
 import logging
 import os
@@ -18,6 +17,7 @@ import os
 import torch
 
 from s3prl_distill.io import atomic_write_text
+from s3prl_distill.run_pretrain import DEFAULT_RUNNER_CONFIG
 
 logger = logging.getLogger(__name__)
 
@@ -45,33 +45,33 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    import dataclasses
+    import tempfile
+
     from s3prl_distill.benchmark.plan import estimate
-    from s3prl_distill.config import load_yaml
-    from s3prl_distill.pretrain.config import PretrainConfig
-    from s3prl_distill.pretrain.expert import UpstreamPretrainExpert
-    from s3prl_distill.run_pretrain import DEFAULT_RUNNER_CONFIG, apply_override
+    from s3prl_distill.pretrain.build import build_run
+    from s3prl_distill.run_pretrain import prepare_in_process
 
     if args.threads:
         torch.set_num_threads(args.threads)
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
-    config_path = args.config or DEFAULT_RUNNER_CONFIG
-    config = load_yaml(config_path)
-    load_yaml(args.upstream_config)  # fail early, naming the file
-    if args.override:
-        apply_override(args.override, argparse.Namespace(seed=args.seed, device=device), config)
-    cfg = PretrainConfig.from_data(config, where=config_path)
-    datarc = copy.deepcopy(config["pretrain_expert"]["datarc"])
-    cache_folder = datarc.get("teacher_cache")
-    datarc["teacher_cache"] = None  # plan never builds (or touches) the cache
+    runner = args.config or DEFAULT_RUNNER_CONFIG
+    with tempfile.TemporaryDirectory(prefix="s3prl_distill_plan_") as nowhere:
+        # the run's configs parsed as run_pretrain parses them (overrides included); nothing is
+        # written: the experiment folder is a throw-away one
+        prep = prepare_in_process(args.upstream_config, runner, os.path.join(nowhere, "exp"),
+                                  seed=args.seed, device=device, override=args.override)
+    cfg = prep.runner_cfg
+    datarc = cfg.pretrain_expert.datarc
     torch.manual_seed(args.seed)
-    expert = UpstreamPretrainExpert(datarc, args.upstream_config, device, False, seed=args.seed,
-                                    config_where=config_path)
-    expert.to(torch.device(device))
+    # plan never builds (or touches) the configured teacher cache
+    run_ = build_run(prep.model_cfg, dataclasses.replace(datarc, teacher_cache=None),
+                     device=torch.device(device), seed=args.seed, where=prep.model_where)
     probes = [float(s) for s in args.probe_seconds.split(",") if s.strip()]
-    est = estimate(expert.task, expert.dataset, expert.sampler, cfg, device, updates=args.updates,
+    est = estimate(run_.task, run_.dataset, run_.sampler, cfg, device, updates=args.updates,
                    warmup=args.warmup, probe_seconds=probes, memory=not args.no_memory,
-                   cache_folder=cache_folder)
-    print(f"# s3prl-distill plan: {args.upstream_config} + {config_path}")
+                   cache_folder=datarc.teacher_cache)
+    print(f"# s3prl-distill plan: {args.upstream_config} + {runner}")
     for line in est.lines():
         print(line)
     if args.json:

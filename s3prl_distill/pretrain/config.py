@@ -282,6 +282,10 @@ class RunnerSection:
         early_stopping_metric: the dev figure that decides the best checkpoint and early
             stopping: ``loss`` (the training objective) or a loss term (``feat``: FitHuBERT's
             last-layer MSE, the official ``v_loss``; ``l1/layer4``, ...).
+        plan_at_start: when a run starts (not when it resumes), log ``s3prl-distill plan``'s
+            estimate first: time per update and in total, teacher-cache size, peak memory, the
+            longest utterance a batch can hold (a few updates timed on copies; the run itself is
+            unchanged, bit for bit).
     """
 
     total_steps: int = 200000
@@ -299,6 +303,7 @@ class RunnerSection:
     early_stopping_patience: int = 0
     early_stopping_min_delta: float = 0.0
     early_stopping_metric: str = "loss"
+    plan_at_start: bool = True
 
     def validate(self) -> None:
         for key in ("gradient_accumulate_steps", "log_step", "save_step", "max_keep"):

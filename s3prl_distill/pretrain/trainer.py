@@ -328,6 +328,21 @@ class Trainer:
                         self.early.best, self.early.best_step)
         return dev
 
+    def log_plan(self) -> None:
+        """Log the run's cost estimate (:func:`s3prl_distill.benchmark.plan.plan_summary`: a few
+        updates timed on copies of the student and optimizer; this run's state is unchanged)."""
+        from s3prl_distill.benchmark.plan import plan_summary
+
+        try:
+            est = plan_summary(self.run, self.cfg, self.device, updates=2, warmup=1,
+                               probe_seconds=(1.0, 2.0), world_size=self.ctx.world_size)
+        except Exception as err:  # noqa: BLE001 - an estimate must never stop the run itself
+            logger.warning("no cost estimate at start (%s: %s); training goes on",
+                           type(err).__name__, err)
+            return
+        for line in ["plan (s3prl-distill plan; runner.plan_at_start):"] + est.lines():
+            logger.info(line)
+
     # -- the loop ----------------------------------------------------------------------------------
     def train(self) -> str:
         """Run until ``total_steps`` updates (or early stopping); returns the final checkpoint."""
@@ -340,6 +355,8 @@ class Trainer:
                         " (stopped early)" if self.stopped_early else "")
             found = list_checkpoints(self.expdir)
             return found[-1][1] if found else (self.save() or "")
+        if self.step == 0 and runner.plan_at_start and self.ctx.is_main:
+            self.log_plan()
         self.task_module.train()
         interactive = sys.stderr.isatty()
         pbar = tqdm(total=self.total_steps, initial=self.step, dynamic_ncols=True, desc="distil",
