@@ -310,3 +310,17 @@ def test_crop_samples_in_our_schema():
     for bad in (-1, 2.5, True, "250000"):
         with pytest.raises(ConfigError, match=r"m\.yaml: crop_samples"):
             DistillConfig.from_data({"student": student, "crop_samples": bad}, where="m.yaml")
+
+
+def test_s3prl_schema_teacher_runs_as_s3prls_unless_told():
+    """S3PRL runs its teacher in float32 (autocast off): the translation says so; our extra
+    teacher keys (eval_mode, padding, precision) pass through to the local teacher."""
+    from s3prl_distill.distill.s3prl_schema import _teacher
+
+    hub = _teacher({"model": "hubert_base", "n_layers": 12}, "m.yaml")
+    assert hub.source == "s3prl" and hub.name == "hubert_base" and hub.precision == "float32"
+    local = _teacher({"model": "hubert_base", "n_layers": 12, "eval_mode": False, "padding": "s3prl",
+                      "local": {"source": "fairseq", "path": "/x.pt"}}, "m.yaml")
+    assert (local.source, local.precision, local.eval_mode, local.padding) == ("fairseq", "float32", False, "s3prl")
+    assert _teacher({"model": "hubert_base", "precision": "auto",
+                     "local": {"source": "fairseq", "path": "/x.pt"}}, "m.yaml").precision == "auto"

@@ -34,7 +34,9 @@ runs in S3PRL) switch to S3PRL's behaviour or make the teacher local:
   our sources (:class:`~s3prl_distill.teachers.config.TeacherConfig`); without it
   ``teacher.model`` is S3PRL's hub entry (``source: s3prl``, ``name: <model>``, which downloads).
 * ``teacher.eval_mode`` -> ``TeacherConfig.eval_mode`` (``false`` = S3PRL: the teacher's dropout
-  stays on during distillation).
+  stays on during distillation); ``teacher.padding`` -> ``TeacherConfig.padding`` (``s3prl``:
+  the first group norm over the padded batch, as S3PRL's HuBERT expert); ``teacher.precision``
+  (default ``float32``, as S3PRL runs its teacher with autocast off).
 """
 
 from __future__ import annotations
@@ -95,7 +97,9 @@ DISTILLER_DEFAULTS: Dict[str, Any] = {
 
 #: our optional keys in ``distiller:`` (S3PRL's DistillerConfig ignores unknown keys)
 EXTRA_DISTILLER_KEYS = ("group_norm_over_padding", "include_padded_frames")
-_TEACHER_KEYS = ("model", "n_layers", "local", "eval_mode")
+_TEACHER_KEYS = ("model", "n_layers", "local", "eval_mode", "precision", "padding")
+#: S3PRL's distiller runs its teacher in float32 with autocast off (pretrain_expert.py)
+S3PRL_TEACHER_PRECISION = "float32"
 _TASK_KEYS = ("sequence_length",)
 _AUDIO_KEYS = ("target_level",)
 
@@ -266,16 +270,19 @@ def _teacher(section: Dict[str, Any], where: str):
             raise ConfigError(f"{where}: teacher.local: expected a mapping like {{source: fairseq, path: "
                               f"/data/hubert_base_ls960.pt}}, got {local!r}")
         data = dict(local)
-        if "eval_mode" in section:
-            data.setdefault("eval_mode", section["eval_mode"])
+        for key in ("eval_mode", "precision", "padding"):
+            if key in section:
+                data.setdefault(key, section[key])
+        data.setdefault("precision", S3PRL_TEACHER_PRECISION)
         return from_dict(TeacherConfig, data, where=f"{where}: teacher.local")
     name = section.get("model")
     if not isinstance(name, str) or not name:
         raise ConfigError(f"{where}: teacher.model: expected an S3PRL hub name such as hubert_base, "
                           f"got {name!r} (or give teacher.local: {{source: ..., path: ...}})")
-    data = {"source": "s3prl", "name": name, "path": None}
-    if "eval_mode" in section:
-        data["eval_mode"] = section["eval_mode"]
+    data = {"source": "s3prl", "name": name, "path": None, "precision": S3PRL_TEACHER_PRECISION}
+    for key in ("eval_mode", "precision", "padding"):
+        if key in section:
+            data[key] = section[key]
     try:
         return from_dict(TeacherConfig, data, where=f"{where}: teacher")
     except ConfigError as err:
