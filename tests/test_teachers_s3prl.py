@@ -141,3 +141,22 @@ def test_s3prl_padding_and_eval_mode_reproduce_s3prls_teacher_on_a_padded_batch(
         load_s3prl_expert(TeacherConfig(**hub)).configure(padding="masked")
     with pytest.raises(Exception, match="padding"):
         build_teacher({"source": "whisper_ct2", "path": None, "padding": "s3prl"})
+
+
+def test_a_hub_name_without_path_asks_s3prl_for_its_own_copy(monkeypatch):
+    """S3PRL's distiller names its teacher only (hubert_base): we ask S3PRL's hub entry for its own
+    checkpoint (fetched into S3PRL's download cache on first use); offline and uncached, one line
+    says so and names the way out."""
+    from s3prl_distill.teachers import build_teacher, s3prl_hub
+    from s3prl_distill.teachers.base import TeacherError
+
+    calls = []
+
+    def entry(**kwargs):
+        calls.append(kwargs)
+        raise ConnectionError("Failed to resolve 'huggingface.co'")
+
+    monkeypatch.setattr(s3prl_hub, "_hub_entry", lambda name: entry)
+    with pytest.raises(TeacherError, match=r"hub model 'hubert_base'.*download cache.*teacher.local"):
+        build_teacher({"source": "s3prl", "name": "hubert_base", "path": None})
+    assert calls == [{}]  # no ckpt: the entry's own

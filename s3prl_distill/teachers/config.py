@@ -99,10 +99,10 @@ class TeacherConfig:
 
     def validate(self) -> None:
         """Cross-field rules (raise :class:`ConfigError` naming the key)."""
-        if self.path is None and self.source != "whisper_ct2":
+        if self.path is None and self.source not in ("whisper_ct2", "s3prl"):
             raise ConfigError(
                 f"path: required for source '{self.source}' (only whisper_ct2 may leave it null "
-                "to use the embedded model)"
+                "to use the embedded model, and s3prl to use S3PRL's own copy of a hub model)"
             )
         if self.source == "s3prl" and not self.name:
             raise ConfigError("name: source 's3prl' needs the S3PRL hub entry name, e.g. hubert_local")

@@ -141,7 +141,10 @@ def load_s3prl_teacher(cfg) -> Teacher:
     S3PRL's converted format) through our :class:`~s3prl_distill.teachers.wav2vec2.Wav2Vec2Teacher`
     (its fast path, precision and ``layers=``; ``teacher.padding`` defaults to ``s3prl`` for this
     source, i.e. S3PRL's expert's numerics); any other entry or file through S3PRL's own expert
-    (:func:`load_s3prl_expert`)."""
+    (:func:`load_s3prl_expert`). ``path: null``: the hub entry's own checkpoint (S3PRL downloads
+    it on first use, e.g. ``hubert_base``, S3PRL's distiller teacher)."""
+    if cfg.path is None:
+        return load_s3prl_expert(cfg)
     path = os.fspath(cfg.path)
     if not os.path.exists(path):
         raise TeacherError(f"teacher.path {path}: no such file (the checkpoint for S3PRL's {cfg.name!r})")
@@ -181,12 +184,13 @@ def _load_converted(path: str, name: str, kind: str, cfg) -> Optional[Teacher]:
 
 
 def load_s3prl_expert(cfg) -> S3PRLTeacher:
-    """``s3prl.hub.<name>(ckpt=path, model_config=...)``: S3PRL's own expert as a teacher."""
-    path = os.fspath(cfg.path)
-    if not os.path.exists(path):
+    """``s3prl.hub.<name>(ckpt=path, model_config=...)``: S3PRL's own expert as a teacher
+    (``path`` None: the entry's own checkpoint, which S3PRL fetches into its download cache)."""
+    path = os.fspath(cfg.path) if cfg.path is not None else None
+    if path is not None and not os.path.exists(path):
         raise TeacherError(f"teacher.path {path}: no such file (the checkpoint for S3PRL's {cfg.name!r})")
     entry = _hub_entry(cfg.name)
-    kwargs: Dict[str, Any] = {"ckpt": path}
+    kwargs: Dict[str, Any] = {"ckpt": path} if path is not None else {}
     if cfg.model_config is not None:
         kwargs["model_config"] = cfg.model_config
     try:
@@ -194,6 +198,12 @@ def load_s3prl_expert(cfg) -> S3PRLTeacher:
     except TeacherError:
         raise
     except Exception as err:
+        if path is None:
+            raise TeacherError(
+                f"teacher: S3PRL's hub model {cfg.name!r} could not be loaded ({type(err).__name__}: "
+                f"{err}); S3PRL fetches its checkpoint on first use, so offline it must already be "
+                "in S3PRL's download cache - or give a local copy (teacher.path, or teacher.local in "
+                "S3PRL's config schema)") from err
         raise TeacherError(f"teacher.path {path}: S3PRL's {cfg.name!r} could not load it: "
                            f"{type(err).__name__}: {err}") from err
     return S3PRLTeacher(expert, name=cfg.name, path=path, downsample_rate=cfg.downsample_rate)
