@@ -219,6 +219,50 @@ def test_loss_equals_official_calculate_loss(tmp_path, monkeypatch, key):
         assert int(records["frames"]) == fig["head_frames"]
 
 
+@pytest.mark.parametrize("key", ["k2", "k3"])
+def test_padded_batch_loss_equals_official_with_the_official_switches(tmp_path, monkeypatch, key):
+    """The official training loss on a zero-padded batch (its group norm over the padding, its
+    encoder's padded frames fed to the time reduction, the last partial group dropped, every
+    frame of the predictions in the mean, the teacher narrowed to them) - reproduced by our
+    student and loss with the official behaviour switched on:
+    cnn.group_norm_over_padding, time_reduction_sees_padding, time_reduction_tail: drop (the
+    converter's default) and loss.include_padded_frames. Figure: ``padded.loss`` (the official
+    ``calculate_loss`` on the batch of ``padded.items`` with a teacher from ``padded.teacher_seed``).
+    Our default (padding masked) gives another value on purpose."""
+    import dataclasses
+
+    from s3prl_distill.distill.losses import FitHuBERTLoss
+    from s3prl_distill.distill.task import DistillationTask
+    from s3prl_distill.models import build_student
+
+    converted, _ = convert_to(tmp_path, lightning_checkpoint(tmp_path, monkeypatch, key))
+    model = FIGURES["models"][key]
+    padded = model["padded"]
+    n_layers = model["distiller"]["encoder_layers"]
+    cfg = converted.config
+    official = dataclasses.replace(cfg, time_reduction_sees_padding=True,
+                                   cnn=dataclasses.replace(cfg.cnn, group_norm_over_padding=True))
+    student = build_student(official)
+    student.load_state_dict(converted.state_dict())
+
+    class CachedTeacher(torch.nn.Module):
+        num_layers = n_layers
+
+    lengths = torch.tensor(FIGURES["wav_lengths"])
+    batch = torch.nn.utils.rnn.pad_sequence(waveforms(), batch_first=True)
+    g = torch.Generator().manual_seed(padded["teacher_seed"])
+    teacher = torch.randn((n_layers, len(lengths), padded["teacher_frames"], FIGURES["teacher_dim"]), generator=g)
+    targets = ([teacher[j] for j in range(n_layers)], torch.tensor(padded["cnn_valid_frames_from_mask"]))
+    losses = {}
+    for name, include, stud in (("official", True, student), ("ours", False, converted)):
+        loss_fn = FitHuBERTLoss(stud.target_layers, hint_weight=0.1, include_padded_frames=include)
+        task = DistillationTask(stud, CachedTeacher(), loss_fn).eval()
+        with torch.no_grad():
+            losses[name], _ = task(batch, lengths, targets=targets)
+    assert abs(float(losses["official"]) - padded["loss"]) <= SLICE_TOL, (key, float(losses["official"]), padded["loss"])
+    assert abs(float(losses["ours"]) - padded["loss"]) > 10 * SLICE_TOL  # masked padding: another value
+
+
 def test_config_from_yaml_when_hyper_parameters_are_absent(tmp_path, monkeypatch):
     import yaml
 

@@ -231,3 +231,17 @@ def test_config_validation():
         from_dict(TeacherConfig, {"source": "whisper_pt", "path": "x.pt", "arch": "hubert"}, where="m.yaml: teacher")
     cfg = from_dict(TeacherConfig, {"source": "whisper_ct2", "path": None}, where="t")
     assert cfg.path is None
+
+
+def test_autocast_float16_keeps_float32_weights_and_runs_under_autocast(tmp_path):
+    """teacher.precision autocast_float16: the official FitHuBERT trainer's AMP (float32 weights,
+    float16 autocast over the forward) - close to float32, not equal to it, weights untouched."""
+    path = _save(tmp_path, tiny_model(tiny_arch("group_norm", False)))
+    fp32 = build_teacher({"source": "torchaudio", "path": str(path), "precision": "float32"})
+    amp = build_teacher({"source": "torchaudio", "path": str(path), "precision": "autocast_float16"})
+    wavs = 0.1 * torch.randn(2, 4000, generator=torch.Generator().manual_seed(0))
+    a, b = fp32(wavs).hidden_states, amp(wavs).hidden_states
+    assert all(p.dtype == torch.float32 for p in amp.parameters())
+    assert all(h.dtype == torch.float32 for h in b)
+    assert not all(torch.equal(x, y) for x, y in zip(a, b))
+    assert all(torch.allclose(x, y, atol=5e-2, rtol=5e-2) for x, y in zip(a, b))

@@ -162,6 +162,14 @@ class DistillationTask(nn.Module):
                     f"{self.target_layers[j]} has {list(target.shape[1:])}; the head's output size "
                     "must be the teacher's dim and its frames the teacher's")
         pred_lengths = out.prediction_lengths if out.prediction_lengths is not None else out.lengths
+        computed = getattr(out, "predicted_frames", None)
+        if computed is not None and computed < frames:
+            # the student predicts fewer frames than the teacher has (a time reduction dropping
+            # a partial last group): the teacher is cut to the predictions, as the official
+            # FitHuBERT loss narrows it, so no frame of zero filling enters the loss
+            predictions = [p[:, :computed] for p in predictions]
+            states = [t[:, :computed] for t in states]
+            frames = computed
         if not self._rates_checked:  # a frame-rate mismatch shows on any batch: check the first
             check_frame_rates(pred_lengths, target_lengths, self.max_frame_diff)
             self._rates_checked = True

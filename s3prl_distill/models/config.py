@@ -254,6 +254,10 @@ class StudentConfig:
     ``time_reduction_tail``: the last ``T mod k`` CNN frames: ``pad`` (zero-pad them into one more
     reduced frame, ``ceil(T/k)``; ours) or ``drop`` (ignore them, ``floor(T/k)``; the official
     FitHuBERT code). See :mod:`s3prl_distill.models.time_reduction`.
+    ``time_reduction_sees_padding``: ``false`` (ours) = padded frames are zeroed again before the
+    time reduction; ``true`` = it reads them as the official FitHuBERT encoder leaves them (after
+    the positional conv and layer norm). Valid frames are the same either way; only a loss that
+    averages over padded frames (``loss.include_padded_frames``) sees the difference.
     ``teacher_dim`` / ``teacher_layers``: width and depth of the teacher the heads predict.
     ``keep_heads``: keep the heads after distillation (``drop_heads`` is then a no-op).
     ``hidden_states``: what the S3PRL upstream exposes:
@@ -282,6 +286,7 @@ class StudentConfig:
     encoder: EncoderConfig = field(default_factory=EncoderConfig)
     time_reduction: int = 1
     time_reduction_tail: Literal["pad", "drop"] = "pad"
+    time_reduction_sees_padding: bool = False
     heads: List[HeadConfig] = field(default_factory=list)
     teacher_dim: int = 768
     teacher_layers: int = 12

@@ -20,9 +20,10 @@ every entry is [B, T, D] with one T and one D, and ``downsample_rate`` is the tr
   projection (``layer0: projection``, as S3PRL's DistilHuBERT) + 2 layers at 320 samples/frame. FitHuBERT (k = 2): the time-reduced input + 12
   layers, all [B, T/2, 480] at **640** samples/frame. We keep FitHuBERT's states at the reduced
   rate because these are the representations the student actually computes: the only trained
-  upsampler is each layer's own prediction head, which is dropped after distillation, and mixing
-  the reduced-rate layers with the 320-rate, 768-wide last-head output (as the official FitHuBERT
-  expert did) gives states of two rates and two widths, which S3PRL's featurizer cannot sum.
+  upsampler is each layer's own prediction head, which is dropped after distillation; the
+  official FitHuBERT expert returns the last head's 320-rate, 768-wide output as its
+  ``hidden_states`` and the reduced-rate layers under separate keys, and putting both in one list
+  would give states of two rates and two widths, which S3PRL's featurizer cannot sum.
   S3PRL's downstreams read ``get_downsample_rates`` and align their labels to 640 themselves.
 * ``hidden_states: layers+heads``: layers, then each kept head's output (DistilHuBERT with its
   heads kept: needs D == D_teacher and no time reduction, checked by the config).
@@ -71,6 +72,8 @@ class StudentOutput:
     lengths: Tensor              [B] valid frames of hidden_states
     predictions: List[Tensor]    one per head, [B, T_teacher, D_teacher] (empty without heads)
     prediction_lengths: Optional[Tensor]  [B] valid frames of predictions
+    predicted_frames: Optional[int]  frames of the batch the heads computed (<= T_teacher; the
+                                 rest of the predictions is zero filling up to T_teacher)
     layer_outputs: List[Tensor]  [B, T_enc, D]: [0] = transformer input (or the CNN projection
                                  when ``config.layer0 == "projection"``), [i] = layer i
     layer_lengths: Tensor        [B] valid frames of layer_outputs
@@ -80,6 +83,7 @@ class StudentOutput:
     lengths: Tensor
     predictions: List[Tensor] = field(default_factory=list)
     prediction_lengths: Optional[Tensor] = None
+    predicted_frames: Optional[int] = None
     layer_outputs: List[Tensor] = field(default_factory=list)
     layer_lengths: Optional[Tensor] = None
 
@@ -309,7 +313,9 @@ class Student(nn.Module):
         x = tr.dropout(x)
         lengths = cnn_lengths
         if self.time_reduction is not None:
-            x, lengths = self.time_reduction(zero_padding(x, lengths), lengths)
+            if not self.config.time_reduction_sees_padding:
+                x = zero_padding(x, lengths)
+            x, lengths = self.time_reduction(x, lengths)
 
         mask = key_padding_mask(lengths, x.shape[1])
         layer_outputs = [projection if self.config.layer0 == "projection" else x]
@@ -322,6 +328,7 @@ class Student(nn.Module):
         mode = self.hidden_states_layout
         predictions: List[Tensor] = []
         prediction_lengths: Optional[Tensor] = None
+        predicted_frames: Optional[int] = None
         if self._active and (with_heads or mode != "layers"):
             frames = cnn_frames if target_frames is None else int(target_frames)
             # the upstream of ``last_head`` needs only the last head
@@ -332,6 +339,10 @@ class Student(nn.Module):
             restored = (cnn_lengths if self.time_reduction is None
                         else self.time_reduction.restored_lengths(cnn_lengths))
             prediction_lengths = restored.clamp(max=frames)
+            # frames the heads computed (a time reduction that drops a partial last group of k
+            # predicts fewer than the CNN has); beyond them the predictions are zero filling
+            predicted_frames = min(frames, layer_outputs[-1].shape[1] * self.config.time_reduction
+                                   if self.time_reduction is not None else cnn_frames)
 
         if mode == "heads" and predictions:
             hidden_states, hs_lengths = list(predictions), prediction_lengths
@@ -342,12 +353,13 @@ class Student(nn.Module):
         else:
             hidden_states, hs_lengths = list(layer_outputs), lengths
         if not with_heads:
-            predictions, prediction_lengths = [], None
+            predictions, prediction_lengths, predicted_frames = [], None, None
         return StudentOutput(
             hidden_states=hidden_states,
             lengths=hs_lengths,
             predictions=predictions,
             prediction_lengths=prediction_lengths,
+            predicted_frames=predicted_frames,
             layer_outputs=layer_outputs,
             layer_lengths=lengths,
         )

@@ -60,6 +60,9 @@ SAMPLE_RATE = 16000
 
 #: ``teacher.precision`` values and their dtypes (``auto``: :func:`resolve_precision`)
 PRECISIONS = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+#: float32 weights, the forward under float16 autocast (what mixed-precision training does to a
+#: teacher inside the autocast region: the official FitHuBERT trainer's Lightning AMP)
+AUTOCAST_FLOAT16 = "autocast_float16"
 
 
 class TeacherError(UserError):
@@ -93,10 +96,13 @@ def resolve_precision(precision: str, device: torch.device) -> torch.dtype:
     """
     if precision == "auto":
         return torch.float16 if torch.device(device).type == "cuda" else torch.float32
+    if precision == AUTOCAST_FLOAT16:  # float32 weights; the forward runs under autocast
+        return torch.float32
     try:
         return PRECISIONS[precision]
     except KeyError:
-        raise TeacherError(f"teacher.precision: expected auto, {', '.join(PRECISIONS)}; got {precision!r}") from None
+        raise TeacherError(f"teacher.precision: expected auto, {', '.join(PRECISIONS)} or "
+                           f"{AUTOCAST_FLOAT16}; got {precision!r}") from None
 
 
 def check_layers(layers: Optional[Sequence[int]], num_layers: int) -> List[int]:
@@ -317,7 +323,8 @@ class Teacher(nn.Module):
         if any(module.training != (not self.eval_mode) for module in self.modules()):
             self._apply_mode()  # a flag flipped directly on a submodule
         self._apply_precision()
-        with torch.inference_mode(), torch.autocast(wavs.device.type, enabled=False):
+        amp = self.precision == AUTOCAST_FLOAT16
+        with torch.inference_mode(), torch.autocast(wavs.device.type, dtype=torch.float16, enabled=amp):
             out = self._forward(wavs.float(), lengths, wanted)
         if len(out.hidden_states) != len(wanted):
             raise RuntimeError(

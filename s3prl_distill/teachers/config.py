@@ -6,7 +6,7 @@ Example (``upstream_configs/distilhubert.yaml``)::
       source: fairseq                       # where the weights come from (see SOURCES)
       path: /data/hubert_base_ls960.pt      # file or folder
       arch: hubert                          # hubert | wav2vec2 | wavlm | whisper (if the file does not say)
-      precision: auto                       # auto (float16 on CUDA, float32 on CPU) | float32 | bfloat16 | float16
+      precision: auto                       # auto (float16 on CUDA, float32 on CPU) | float32 | bfloat16 | float16 | autocast_float16
       eval_mode: true                       # false: dropout on, as S3PRL's distiller (see below)
       padding: null                         # masked (ours) | s3prl (group norm over the padded batch, as S3PRL's HuBERT)
 
@@ -60,7 +60,10 @@ class TeacherConfig:
         downsample_rate: samples per frame (``source: s3prl`` only; ``None`` asks the expert).
         precision: the teacher's weights and activations: ``float32`` | ``bfloat16`` |
             ``float16``, or ``auto`` = float16 on CUDA, float32 elsewhere
-            (:func:`s3prl_distill.teachers.base.resolve_precision`). Independent of the student's
+            (:func:`s3prl_distill.teachers.base.resolve_precision`), or ``autocast_float16`` =
+            float32 weights and the forward under float16 autocast (norms and softmax in float32,
+            as mixed-precision training runs a teacher that sits inside its autocast region: the
+            official FitHuBERT trainer's AMP; no inference fast path). Independent of the student's
             autocast (``runner.amp_precision``). ``s3prl-distill bench --training`` prints the
             per-layer drift each precision causes against float32 targets.
         eval_mode: ``True`` (default, ours): the teacher stays in eval mode, so its dropout never
@@ -92,7 +95,7 @@ class TeacherConfig:
     model_config: Optional[str] = None
     normalize_waveform: Optional[bool] = None
     downsample_rate: Optional[int] = None
-    precision: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
+    precision: Literal["auto", "float32", "bfloat16", "float16", "autocast_float16"] = "auto"
     eval_mode: bool = True
     fast_path: bool = True
     padding: Optional[Literal["masked", "s3prl"]] = None
