@@ -157,8 +157,10 @@ def test_bfloat16_precision_on_cpu(name, fast):
     wavs, lengths = padded_batch(LENGTHS)
     ref = teacher(wavs, lengths)
     teacher.configure(precision="bfloat16", fast_path=fast)
-    assert teacher.dtype == torch.bfloat16 and teacher.describe()["precision"] == "bfloat16"
+    assert teacher.describe()["precision"] == "bfloat16"
+    assert teacher.dtype == torch.float32  # cast at the first forward (a student may copy it first)
     out = teacher(wavs, lengths)
+    assert teacher.dtype == torch.bfloat16
     for b in range(len(LENGTHS)):
         for h, r in zip(_valid(out, b), _valid(ref, b)):
             assert h.dtype == torch.float32
@@ -172,7 +174,8 @@ def test_precision_follows_the_device_and_auto_is_float32_on_cpu():
     assert resolve_precision("auto", torch.device("cpu")) == torch.float32
     assert resolve_precision("auto", torch.device("cuda")) == torch.float16  # not run here: no CUDA
     teacher.configure(precision="bfloat16")
-    teacher.to("cpu")
+    teacher.to("cpu")  # a move casts
+    assert teacher.dtype == torch.bfloat16
     teacher.float()  # a later cast (e.g. an owner's .float()) is undone: the setting wins
     assert teacher.dtype == torch.bfloat16
     holder = torch.nn.ModuleDict({"t": teacher})
@@ -248,3 +251,15 @@ def test_config_keys():
 
     with pytest.raises(ConfigError, match="eval_mode"):
         from_dict(TeacherConfig, {"source": "torchaudio", "path": "x", "eval_mode": "no"}, where="teacher")
+
+
+def test_a_student_initialised_from_a_fresh_reduced_precision_teacher_gets_float32_weights(caplog):
+    teacher = _w2v()
+    ref = teacher.student_init_state(2)
+    teacher.configure(precision="bfloat16")
+    state = teacher.student_init_state(2)
+    assert all(torch.equal(state[k], ref[k]) and state[k].dtype == torch.float32 for k in ref)
+    teacher(*padded_batch(LENGTHS))  # now cast
+    with caplog.at_level("WARNING"):
+        teacher.student_init_state(2)
+    assert "already bfloat16" in caplog.text

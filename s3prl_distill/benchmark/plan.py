@@ -411,8 +411,15 @@ def estimate(task: Any, dataset: Any, sampler: Any, cfg: Any, device: Any, *, up
                 est.peak_mb = top["peak_mb"]
                 est.peak_batch = (top["utterances"], top["longest_s"])
             gen = torch.Generator().manual_seed(0)
+            shortest = max(int(getattr(dataset, "min_samples", 1)), int(teacher.min_input_samples or 1))
             for seconds in probe_seconds:
-                wav = 0.1 * torch.randn(int(seconds * sr), generator=gen)
+                samples = int(seconds * sr)
+                if samples < shortest or (teacher.max_input_samples and samples > teacher.max_input_samples):
+                    est.notes.append(f"memory probe of {seconds:g} s skipped: outside what the student "
+                                     f"and teacher take ({shortest} samples .. "
+                                     f"{teacher.max_input_samples or 'no limit'})")
+                    continue
+                wav = 0.1 * torch.randn(samples, generator=gen)
                 wavs, wav_lengths = pad_waveforms([wav])
                 out: List[Optional[float]] = []
                 update({"wavs": wavs, "wav_lengths": wav_lengths}, out)
@@ -439,6 +446,11 @@ def estimate(task: Any, dataset: Any, sampler: Any, cfg: Any, device: Any, *, up
         if est.available_mb is not None:
             per_process = max(1, est.batch_size // max(1, world_size))
             est.longest_seconds = longest_for_memory(est.memory_fit, per_process, est.available_mb)
+            if teacher.max_input_samples and est.longest_seconds is not None \
+                    and est.longest_seconds > teacher.max_input_samples / sr:
+                est.longest_seconds = teacher.max_input_samples / sr
+                est.notes.append(f"the longest utterance is the teacher's own limit "
+                                 f"({teacher.max_input_samples} samples), not memory")
     if datarc.crop_seconds:
         est.notes.append(f"utterances are cropped to {datarc.crop_seconds:g} s: the cache needs whole "
                          "utterances (crop_seconds 0)")

@@ -24,6 +24,17 @@ logger = logging.getLogger(__name__)
 HELP = "estimate a distillation run's time, cache size and memory by timing a few real updates"
 
 
+def _seconds_list(text: str):
+    """``"1,2,4"`` -> [1.0, 2.0, 4.0] (positive seconds; empty: no probes)."""
+    try:
+        values = [float(s) for s in text.split(",") if s.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a comma list of seconds, e.g. 1,2,4; got {text!r}") from None
+    if any(not v > 0 for v in values):
+        raise argparse.ArgumentTypeError(f"seconds must be positive, got {text!r}")
+    return values
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("-g", "--upstream_config", metavar="MODEL_YAML", required=True,
                         help="model YAML (student / teacher / loss / init), as for run_pretrain")
@@ -36,7 +47,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--updates", type=int, default=3,
                         help="batches to time: the median, 90th-percentile and largest of an epoch (default 3)")
     parser.add_argument("--warmup", type=int, default=1, help="untimed updates first (default 1)")
-    parser.add_argument("--probe-seconds", default="1,2,4",
+    parser.add_argument("--probe-seconds", default="1,2,4", type=_seconds_list,
                         help="single-utterance lengths (s) whose peak memory gives the longest-utterance "
                              "estimate (default 1,2,4)")
     parser.add_argument("--no-memory", action="store_true", help="skip the memory measurements")
@@ -67,9 +78,8 @@ def run(args: argparse.Namespace) -> int:
     # plan never builds (or touches) the configured teacher cache
     run_ = build_run(prep.model_cfg, dataclasses.replace(datarc, teacher_cache=None),
                      device=torch.device(device), seed=args.seed, where=prep.model_where)
-    probes = [float(s) for s in args.probe_seconds.split(",") if s.strip()]
-    est = estimate(run_.task, run_.dataset, run_.sampler, cfg, device, updates=args.updates,
-                   warmup=args.warmup, probe_seconds=probes, memory=not args.no_memory,
+    est = estimate(run_.task, run_.dataset, run_.sampler, cfg, device, updates=max(0, args.updates),
+                   warmup=args.warmup, probe_seconds=args.probe_seconds, memory=not args.no_memory,
                    cache_folder=datarc.teacher_cache)
     print(f"# s3prl-distill plan: {args.upstream_config} + {runner}")
     for line in est.lines():

@@ -16,8 +16,9 @@ random: a teacher-feature cache would freeze one draw; :attr:`Teacher.determinis
 
 **Precision** (``teacher.precision``): ``float32``, ``bfloat16`` or ``float16`` weights and
 activations; ``auto`` (the default) is ``float16`` on CUDA and ``float32`` elsewhere. The weights
-are cast whenever the teacher moves (``.to(device)``), so their dtype always follows the device;
-the returned hidden states are float32 whatever the precision.
+are cast at the first forward and whenever the teacher moves (``.to(device)``), so their dtype
+follows the device (and a student initialised from a freshly built teacher gets float32
+weights); the returned hidden states are float32 whatever the precision.
 
 **Layers.** ``forward(wavs, wav_lengths, layers=None)``: ``None`` returns all ``L + 1`` hidden
 states; a list returns only those states, in that order (layers above the highest one asked for
@@ -215,8 +216,10 @@ class Teacher(nn.Module):
                   fast_path: Optional[bool] = None, padding: Optional[str] = None) -> "Teacher":
         """Apply the ``teacher:`` settings (``None`` keeps the current one); returns ``self``.
 
-        A reduced precision is applied by casting the weights: going back to ``float32`` later
-        does not restore the dropped bits (build a new teacher for that).
+        A reduced precision is applied by casting the weights at the first forward or move
+        (``.to``), not here: a student initialised from the teacher right after it is built gets
+        the float32 weights. Going back to ``float32`` after a cast does not restore the dropped
+        bits (build a new teacher for that).
 
         Raises:
             TeacherError: an unknown precision, or ``padding: s3prl`` on a teacher without it.
@@ -237,7 +240,8 @@ class Teacher(nn.Module):
         if fast_path is not None:
             self.fast_path = bool(fast_path)
         self._apply_mode()
-        self._apply_precision()
+        if precision is not None and self.dtype != torch.float32:  # already cast: follow the change now
+            self._apply_precision()
         return self
 
     def _first_tensor(self) -> Optional[Tensor]:
@@ -371,6 +375,10 @@ class Teacher(nn.Module):
         )
 
     def _check_init_layers(self, num_layers: int) -> None:
+        if self.dtype != torch.float32:
+            logger.warning("student_init_state: the teacher's weights are already %s (teacher.precision "
+                           "%s): the student gets them rounded; initialise before the teacher's first "
+                           "forward or move", str(self.dtype).replace("torch.", ""), self.precision)
         if not isinstance(num_layers, int) or isinstance(num_layers, bool):
             raise TeacherError(f"student_init_state: num_layers must be an int, got {num_layers!r}")
         if not 0 <= num_layers <= self.num_layers:
