@@ -40,7 +40,12 @@ def restore_rng(state: Mapping[str, Any]) -> None:
 
 
 def seed_everything(seed: int) -> None:
-    """Seed Python's, NumPy's and torch's generators (all devices)."""
+    """Seed Python's, NumPy's and torch's generators (all devices) and make cuDNN deterministic
+    (``deterministic = True``, ``benchmark = False``), as S3PRL's ``run_pretrain.py`` does before
+    it builds its runner (0.4.18, lines 143-148). The flags only act on CUDA; they cost some GPU
+    speed and buy run-to-run equality."""
     random.seed(seed)
     np.random.seed(seed % (2**32))
     torch.manual_seed(seed)
+    torch.backends.cudnn.deterministic = True
+    torch.backends.cudnn.benchmark = False
