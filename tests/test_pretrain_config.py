@@ -57,6 +57,7 @@ def test_fithubert_setups_match_the_official_code(name, epochs, sets):
     assert cfg.runner.gradient_clipping is None and cfg.pretrain_expert.datarc.crop_seconds == 0
     assert cfg.runner.eval_each_epoch and cfg.runner.early_stopping_patience == 15
     assert cfg.pretrain_expert.datarc.dev_sets == ["dev-clean"]
+    assert cfg.pretrain_expert.datarc.batching == "fithubert"  # the official buckets
     # 2 GPUs x 3 utterances x 4 accumulation steps
     assert cfg.pretrain_expert.datarc.train_batch_size * cfg.runner.gradient_accumulate_steps == 24
 

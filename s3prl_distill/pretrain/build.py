@@ -171,8 +171,11 @@ def build_run(config: DistillConfig, data: DataConfig, *, device: torch.device, 
     cache = dev_cache = None
     if data.teacher_cache:
         cache = _teacher_cache(data.teacher_cache, data, task, dataset, device, rank)
-    loader = build_train_loader(dataset, data, seed=seed, rank=rank, world_size=world_size,
-                                pin_memory=pin)
+    try:
+        loader = build_train_loader(dataset, data, seed=seed, rank=rank, world_size=world_size,
+                                    pin_memory=pin)
+    except ValueError as err:  # batches that cannot be split across the processes
+        raise ConfigError(f"{data_where}: {err}") from None
     dev_dataset = build_dev_dataset(data, min_samples=min_samples, max_input_samples=max_input)
     dev_loader = build_dev_loader(data, rank=rank, world_size=world_size, dataset=dev_dataset,
                                   pin_memory=pin)

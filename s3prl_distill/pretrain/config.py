@@ -80,7 +80,10 @@ class DataConfig:
             ``config_runner.yaml`` gets S3PRL's batches), else ``true``; ``s3prl``: S3PRL's batches exactly
             (its length tables' order sorted by length, fixed chunks of ``train_batch_size``,
             halved when the longest is over 99999 samples and nothing is cropped, a last partial
-            batch kept when it holds more than one utterance, batch order shuffled each epoch).
+            batch kept when it holds more than one utterance, batch order shuffled each epoch);
+            ``fithubert``: the official FitHuBERT code's batches (the same sorted chunks, never
+            halved, one bucket of ``train_batch_size / W`` per process, buckets shuffled and
+            dealt out as Lightning's ``DistributedSampler`` deals them).
         bad_files: ``skip`` (count and log them) or ``error`` (stop, naming the file).
         on_resample: other sample rates are resampled with a warning (``warn``) or are bad files
             (``error``).
@@ -118,7 +121,7 @@ class DataConfig:
     min_seconds: float = 0.0
     max_seconds: float = 0.0
     max_input_seconds: Optional[float] = None
-    bucketing: Optional[Union[bool, Literal["s3prl"]]] = None
+    bucketing: Optional[Union[bool, Literal["s3prl", "fithubert"]]] = None
     shuffle: bool = True
     drop_last: bool = False
     bad_files: Literal["skip", "error"] = "skip"

@@ -38,7 +38,7 @@ from s3prl_distill.config import ConfigError
 from s3prl_distill.lengths import pad_waveforms
 from s3prl_distill.pretrain.data import (DataError, IndexEntry, build_length_index, list_source,
                                          read_length_tables, source_root)
-from s3prl_distill.pretrain.samplers import BucketBatchSampler, S3PRLBatchSampler
+from s3prl_distill.pretrain.samplers import BucketBatchSampler, FitHuBERTBatchSampler, S3PRLBatchSampler
 
 logger = logging.getLogger(__name__)
 
@@ -272,7 +272,8 @@ class DistillDataset(Dataset):
 def build_train_loader(dataset: DistillDataset, datarc, *, seed: int, rank: int = 0,
                        world_size: int = 1, pin_memory: bool = False) -> DataLoader:
     """The training loader of ``dataset``: batches as ``datarc.batching`` says (true: length
-    buckets; false: random; ``s3prl``: S3PRL's batches), this rank's share of each global batch.
+    buckets; false: random; ``s3prl``: S3PRL's batches; ``fithubert``: the official FitHuBERT
+    buckets), this rank's share of each global batch.
 
     ``loader.batch_sampler`` is the resumable sampler (``start(epoch, batches_done)``,
     ``len()`` = batches per epoch); batches are :func:`collate_batch` dicts.
@@ -282,6 +283,10 @@ def build_train_loader(dataset: DistillDataset, datarc, *, seed: int, rank: int 
                                     cropped=dataset.crop_samples > 0, shuffle=datarc.shuffle,
                                     drop_last=datarc.drop_last, seed=seed, num_replicas=world_size,
                                     rank=rank)
+    elif datarc.batching == "fithubert":
+        sampler = FitHuBERTBatchSampler(dataset.table_lengths, dataset.rows, datarc.train_batch_size,
+                                        shuffle=datarc.shuffle, drop_last=datarc.drop_last, seed=seed,
+                                        num_replicas=world_size, rank=rank)
     else:
         sampler = BucketBatchSampler(dataset.lengths, datarc.train_batch_size, shuffle=datarc.shuffle,
                                      bucketing=bool(datarc.batching), drop_last=datarc.drop_last,

@@ -14,9 +14,15 @@ A *global batch* holds the utterances of one micro-step over all processes. Per 
   :data:`HALF_BATCHSIZE_TIME` samples is split into two halves when nothing is cropped; the last
   partial chunk is kept only if it holds more than one utterance. Only the batch order changes
   between epochs (S3PRL: a ``DataLoader(batch_size=1, shuffle=True)`` over the batches).
+* :class:`FitHuBERTBatchSampler` (``bucketing: fithubert``): the official FitHuBERT code's batches
+  (its ``utils/dataset.py`` ``LibriDataset``): the same sorted table cut into *per-process* buckets
+  of ``batch_size / W``, never halved, a last bucket kept if it holds more than one utterance;
+  each epoch the buckets are shuffled and dealt out as Lightning's ``DistributedSampler`` deals
+  them (the shuffled list padded with its own first buckets to a multiple of ``W``; global batch
+  ``i`` = buckets ``iW .. iW + W - 1``; rank ``r`` takes bucket ``r`` whole).
 
 Rank ``r`` of ``W`` processes takes items ``r, r + W, ...`` of each global batch (balanced
-lengths). A batch with fewer than ``W`` items is dropped so that every rank steps together
+lengths; ``bucketing: fithubert``: its own whole bucket). A batch with fewer than ``W`` items is dropped so that every rank steps together
 (``keep_all=True``, for evaluation, keeps it: a rank may then get an empty share);
 ``drop_last`` drops any incomplete last batch.
 
@@ -32,8 +38,8 @@ import numpy as np
 import torch
 from torch.utils.data import Sampler
 
-__all__ = ["BucketBatchSampler", "S3PRLBatchSampler", "s3prl_sort_order", "s3prl_batches",
-           "HALF_BATCHSIZE_TIME"]
+__all__ = ["BucketBatchSampler", "S3PRLBatchSampler", "FitHuBERTBatchSampler", "s3prl_sort_order",
+           "s3prl_batches", "HALF_BATCHSIZE_TIME"]
 
 #: S3PRL's ``pretrain/bucket_dataset.py``: a bucket whose longest utterance has more samples is halved
 HALF_BATCHSIZE_TIME = 99999
@@ -76,11 +82,15 @@ class _GlobalBatchSampler(Sampler):
     def __len__(self) -> int:
         return len(self.global_batches(self.epoch))
 
+    def rank_batches(self, epoch: int) -> List[List[int]]:
+        """This rank's share of each global batch of ``epoch``: items ``rank, rank + W, ...``."""
+        return [batch[self.rank:: self.num_replicas] for batch in self.global_batches(epoch)]
+
     def __iter__(self) -> Iterator[List[Tuple[int, int]]]:
         epoch, skip = self.epoch, self._skip
         self._skip = 0
-        for batch in self.global_batches(epoch)[skip:]:
-            yield [(i, epoch) for i in batch[self.rank:: self.num_replicas]]
+        for share in self.rank_batches(epoch)[skip:]:
+            yield [(i, epoch) for i in share]
 
 
 class BucketBatchSampler(_GlobalBatchSampler):
@@ -145,7 +155,7 @@ def s3prl_sort_order(lengths: Sequence[int]) -> np.ndarray:
 
 
 def s3prl_batches(table_lengths: Sequence[int], batch_size: int, cropped: bool,
-                  keep: Optional[Sequence[bool]] = None) -> List[List[int]]:
+                  keep: Optional[Sequence[bool]] = None, halve: bool = True) -> List[List[int]]:
     """S3PRL's bucketing of a length table (``pretrain/bucket_dataset.py``), as rows of the table.
 
     Args:
@@ -154,6 +164,8 @@ def s3prl_batches(table_lengths: Sequence[int], batch_size: int, cropped: bool,
         cropped: whether a crop is on (S3PRL's ``task.sequence_length > 0``): then no halving.
         keep: rows that remain after filtering (S3PRL's ``max_timestep``, our screening); the
             table is sorted first and filtered after, as S3PRL does.
+        halve: S3PRL's halving of long uncropped chunks (``False``: the official FitHuBERT
+            ``LibriDataset``, which never halves).
 
     Returns:
         the batches, each a list of row indices.
@@ -168,7 +180,7 @@ def s3prl_batches(table_lengths: Sequence[int], batch_size: int, cropped: bool,
         chunk.append(row)
         if len(chunk) == batch_size:
             longest = max(lengths[r] for r in chunk)
-            if batch_size >= 2 and longest > HALF_BATCHSIZE_TIME and not cropped:
+            if halve and batch_size >= 2 and longest > HALF_BATCHSIZE_TIME and not cropped:
                 batches.append(chunk[: batch_size // 2])
                 batches.append(chunk[batch_size // 2:])
             else:
@@ -228,3 +240,66 @@ class S3PRLBatchSampler(_GlobalBatchSampler):
 
     def __len__(self) -> int:
         return len(self.batches)
+
+
+class FitHuBERTBatchSampler(_GlobalBatchSampler):
+    """The official FitHuBERT batches, dealt out as Lightning deals them (module docstring).
+
+    Args:
+        table_lengths, rows: as :class:`S3PRLBatchSampler`.
+        batch_size: the global batch (``datarc.train_batch_size``); each process's bucket holds
+            ``batch_size / num_replicas`` utterances (the official ``batch_size``: 3 per GPU).
+        shuffle: shuffle the buckets each epoch (seeded by ``seed + epoch``; Lightning's
+            ``DistributedSampler`` with ``shuffle=True``); ``False``: the sorted order.
+        drop_last: drop an incomplete last group of buckets instead of padding it with the first
+            buckets of the epoch (``DistributedSampler``'s default pads).
+
+    Raises:
+        ValueError: ``batch_size`` not a multiple of ``num_replicas``.
+    """
+
+    def __init__(self, table_lengths: Sequence[int], rows: Sequence[int], batch_size: int, *,
+                 shuffle: bool = True, drop_last: bool = False, seed: int = 0,
+                 num_replicas: int = 1, rank: int = 0):
+        super().__init__(batch_size, drop_last=drop_last, num_replicas=num_replicas, rank=rank)
+        if self.batch_size % self.num_replicas:
+            raise ValueError(f"bucketing: fithubert needs train_batch_size ({self.batch_size}) to be "
+                             f"a multiple of the {self.num_replicas} processes (one bucket each: the "
+                             "official batch_size per GPU times the GPUs)")
+        self.bucket_size = self.batch_size // self.num_replicas
+        keep = [False] * len(table_lengths)
+        item_of_row = {}
+        for item, row in enumerate(rows):
+            keep[int(row)] = True
+            item_of_row[int(row)] = item
+        self.buckets = [[item_of_row[r] for r in b] for b in
+                        s3prl_batches(table_lengths, self.bucket_size, cropped=True, keep=keep, halve=False)]
+        self.shuffle = shuffle
+        self.seed = int(seed)
+
+    def _groups(self) -> int:
+        n, w = len(self.buckets), self.num_replicas
+        return n // w if self.drop_last else -(-n // w)
+
+    def bucket_groups(self, epoch: int) -> List[List[List[int]]]:
+        """The epoch's buckets dealt out: group ``i`` = buckets ``iW .. iW + W - 1`` of the
+        shuffled order (padded with its first buckets to a multiple of ``W``)."""
+        order = list(range(len(self.buckets)))
+        if self.shuffle:
+            gen = torch.Generator()
+            gen.manual_seed(self.seed + epoch)
+            order = torch.randperm(len(self.buckets), generator=gen).tolist()
+        w, total = self.num_replicas, self._groups() * self.num_replicas
+        order = (order + order[: max(0, total - len(order))])[:total]
+        return [[list(self.buckets[b]) for b in order[i: i + w]] for i in range(0, total, w)]
+
+    def global_batches(self, epoch: int) -> List[List[int]]:
+        """Each group's buckets concatenated (rank ``r`` takes the ``r``-th bucket)."""
+        return [[item for bucket in group for item in bucket] for group in self.bucket_groups(epoch)]
+
+    def rank_batches(self, epoch: int) -> List[List[int]]:
+        """This rank's whole bucket of each group, as ``DistributedSampler`` gives it."""
+        return [group[self.rank] for group in self.bucket_groups(epoch)]
+
+    def __len__(self) -> int:
+        return self._groups()
