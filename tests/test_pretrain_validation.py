@@ -134,3 +134,41 @@ def test_metric_and_dev_set_errors_name_the_key(setup, capsys):
     with pytest.raises(ConfigError, match="early_stopping_patience needs evaluations"):
         from s3prl_distill.pretrain.config import RunnerSection
         from_dict(RunnerSection, {"early_stopping_patience": 3})
+
+
+def test_ranking_keeps_the_k_lowest_evaluations_as_modelcheckpoint_save_top_k():
+    early = EarlyStopping(keep_best=3)
+    assert early.rank(5.0, 1) == (True, [])
+    assert early.rank(4.0, 2) == (True, [])
+    assert early.rank(6.0, 3) == (True, [])
+    assert early.rank(7.0, 4) == (False, [])  # worse than the three kept
+    assert early.rank(6.0, 5) == (False, [])  # equal to the worst: not strictly lower
+    assert early.rank(float("nan"), 6) == (False, [])
+    assert early.rank(1.0, 7) == (True, [3])  # the worst leaves
+    assert early.top == [[1.0, 7], [4.0, 2], [5.0, 1]]
+    restored = EarlyStopping(keep_best=3)
+    restored.load_state_dict(early.state_dict())
+    assert restored.top == early.top
+    assert restored.rank(4.5, 8) == (True, [1])
+
+
+def test_keep_best_keeps_the_students_of_the_k_lowest_dev_evaluations(setup):
+    tmp_path, teacher = setup
+    model = model_yaml(tmp_path, teacher)
+    runner = _runner(tmp_path, total_steps=10, eval_step=2, keep_best=2)
+    final = safe_load(run(parse_args(_argv(tmp_path, model, runner, "exp"))))
+    top = final["validation"]["top"]
+    assert len(top) == 2 and top == sorted(top)
+    kept = sorted(int(n[len("best-"):-len(".ckpt")]) for n in os.listdir(tmp_path / "exp")
+                  if n.startswith("best-"))
+    assert kept == sorted(step for _, step in top)  # exactly the ranked ones, the rest pruned
+    for value, step in top:
+        student = read_checkpoint(tmp_path / "exp" / f"best-{step}.ckpt")
+        assert student["training"]["step"] == step
+        assert student["training"]["dev"]["loss"] == pytest.approx(value)
+    best = read_checkpoint(tmp_path / "exp" / "best.ckpt")
+    assert best["training"]["step"] == top[0][1]
+    with pytest.raises(ConfigError, match="keep_best"):
+        from s3prl_distill.pretrain.config import RunnerSection
+
+        from_dict(RunnerSection, {"keep_best": 0}).validate()

@@ -9,7 +9,10 @@ One place for every rule about ``EXPDIR``:
   ``flock`` support: the lock cannot be taken and the run says so.)
 * **Checkpoints** are the regular files ``states-<step>.ckpt``; anything else of that name (a
   folder, a broken link) is ignored with a warning. They are written atomically and the newest
-  ``max_keep`` are kept; ``best.ckpt`` (lowest dev loss) is never pruned.
+  ``max_keep`` are kept; ``best.ckpt`` (lowest dev loss) is never pruned; with
+  ``runner.keep_best: K > 1`` the students of the K lowest dev evaluations are kept as
+  ``best-<step>.ckpt`` (:func:`write_ranked_student`; a file leaves when its evaluation leaves the
+  ranking, and only a regular file of that name is ever removed).
 * **Resume.** :func:`resume_candidates` lists where a run may continue from, newest first
   (``-e FILE`` names exactly one; ``-e DIR`` or the experiment folder all of theirs), and
   :func:`choose_resume` takes the newest one that loads, holds a training state and passes the
@@ -36,7 +39,7 @@ logger = logging.getLogger(__name__)
 
 __all__ = ["CKPT_PATTERN", "BEST_NAME", "TRAINING_KEYS", "ExperimentBusyError", "ExperimentLock",
            "list_checkpoints", "resume_candidates", "read_training_checkpoint", "choose_resume",
-           "write_checkpoint", "cleanup_temp_files"]
+           "write_checkpoint", "write_ranked_student", "remove_ranked_student", "cleanup_temp_files"]
 
 CKPT_PATTERN = re.compile(r"^states-(\d+)\.ckpt$")
 #: the checkpoint with the lowest dev loss so far (kept apart from the rotating ones)
@@ -44,6 +47,8 @@ BEST_NAME = "best.ckpt"
 #: what a checkpoint must hold to resume a run
 TRAINING_KEYS = ("runner_config", "model_config", "optimizer", "step", "data_state", "rng")
 LOCK_NAME = ".lock"
+#: a student among the ``keep_best`` lowest dev evaluations
+RANKED_PATTERN = re.compile(r"^best-(\d+)\.ckpt$")
 
 
 class ExperimentBusyError(UserError):
@@ -220,6 +225,30 @@ def write_checkpoint(ckpt: Mapping[str, Any], expdir: str, step: int, max_keep: 
     return path
 
 
+def ranked_student_path(expdir: str, step: int) -> str:
+    return os.path.join(expdir, f"best-{int(step)}.ckpt")
+
+
+def write_ranked_student(ckpt: Mapping[str, Any], expdir: str, step: int) -> str:
+    """Write ``best-<step>.ckpt`` atomically (a student among the ``keep_best`` lowest)."""
+    path = ranked_student_path(expdir, step)
+    atomic_save(dict(ckpt), path)
+    return path
+
+
+def remove_ranked_student(expdir: str, step: int) -> None:
+    """Remove ``best-<step>.ckpt`` if it is a regular file (a folder or link of that name is
+    left alone, with a warning)."""
+    path = ranked_student_path(expdir, step)
+    if os.path.islink(path) or (os.path.exists(path) and not os.path.isfile(path)):
+        logger.warning("%s is not a checkpoint this run wrote (not a regular file): left alone", path)
+        return
+    try:
+        os.remove(path)
+    except FileNotFoundError:
+        pass
+
+
 def cleanup_temp_files(expdir: str) -> None:
     """Remove the temporary files an interrupted atomic save of this runner left behind."""
     try:
@@ -227,7 +256,7 @@ def cleanup_temp_files(expdir: str) -> None:
     except FileNotFoundError:
         return
     for name in names:
-        if name.startswith((".tmp-states-", ".tmp-" + BEST_NAME, ".tmp-config_")):
+        if name.startswith((".tmp-states-", ".tmp-" + BEST_NAME, ".tmp-best-", ".tmp-config_")):
             try:
                 os.remove(os.path.join(expdir, name))
             except OSError:

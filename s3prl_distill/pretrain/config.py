@@ -282,6 +282,10 @@ class RunnerSection:
             (0: never stop early); the best checkpoint is kept as ``best.ckpt`` whenever a dev
             set is evaluated.
         early_stopping_min_delta: an evaluation must improve the best dev loss by more than this.
+        keep_best: also keep the students of the ``K`` lowest dev evaluations as
+            ``best-<update>.ckpt`` (pruned as they leave the ranking; 1: ``best.ckpt`` only). The
+            official FitHuBERT trainer keeps 3 (``ModelCheckpoint(save_top_k=3)``) and the last
+            (our newest ``states-<N>.ckpt``).
         early_stopping_metric: the dev figure that decides the best checkpoint and early
             stopping: ``loss`` (the training objective) or a loss term (``feat``: FitHuBERT's
             last-layer MSE, the official ``v_loss``; ``l1/layer4``, ...).
@@ -306,10 +310,11 @@ class RunnerSection:
     early_stopping_patience: int = 0
     early_stopping_min_delta: float = 0.0
     early_stopping_metric: str = "loss"
+    keep_best: int = 1
     plan_at_start: bool = True
 
     def validate(self) -> None:
-        for key in ("gradient_accumulate_steps", "log_step", "save_step", "max_keep"):
+        for key in ("gradient_accumulate_steps", "log_step", "save_step", "max_keep", "keep_best"):
             if getattr(self, key) < 1:
                 raise ConfigError(f"{key}: expected >= 1, got {getattr(self, key)}")
         if self.n_epochs <= 0 and self.total_steps < 1:

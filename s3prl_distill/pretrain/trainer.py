@@ -41,7 +41,8 @@ from s3prl_distill.checkpoint import student_checkpoint
 from s3prl_distill.config import ConfigError
 from s3prl_distill.io import atomic_save
 from s3prl_distill.pretrain.build import DistillationRun
-from s3prl_distill.pretrain.checkpoints import BEST_NAME, list_checkpoints, write_checkpoint
+from s3prl_distill.pretrain.checkpoints import (BEST_NAME, list_checkpoints, remove_ranked_student,
+                                                write_checkpoint, write_ranked_student)
 from s3prl_distill.pretrain.config import PretrainConfig
 from s3prl_distill.pretrain.distributed import DistContext
 from s3prl_distill.pretrain.optim import (build_optimizer, build_scheduler, check_optimizer_state,
@@ -132,7 +133,8 @@ class Trainer:
                 broadcast_buffers=False,
                 find_unused_parameters=runner.find_unused_parameters,
             )
-        self.early = EarlyStopping(runner.early_stopping_patience, runner.early_stopping_min_delta)
+        self.early = EarlyStopping(runner.early_stopping_patience, runner.early_stopping_min_delta,
+                                   keep_best=runner.keep_best)
         self.step = 0
         self.epoch = 0
         self.batches_done = 0
@@ -226,18 +228,27 @@ class Trainer:
         logger.info("saved checkpoint %s", path)
         return path
 
-    def _save_best(self, dev: Mapping[str, float]) -> None:
-        """Write ``best.ckpt`` (rank 0): the student at the lowest dev loss so far."""
-        if not self.ctx.is_main:
+    def _save_best(self, dev: Mapping[str, float], best: bool, ranked: bool, dropped: List[int]) -> None:
+        """Rank 0: write ``best.ckpt`` (the student at the lowest dev loss so far) when ``best``,
+        ``best-<step>.ckpt`` when this evaluation entered the ``keep_best`` ranking (K > 1), and
+        remove the ranked files of the evaluations that left it."""
+        if not self.ctx.is_main or not (best or ranked or dropped):
             return
         metric = self.cfg.runner.early_stopping_metric
         ckpt = student_checkpoint(self.student, self.run.teacher.describe(),
                                   {"step": self.step, "dev": {k: float(v) for k, v in dev.items()},
                                    "dev_metric": metric, "loss": self.run.config.loss.type,
                                    "seed": self.seed})
-        atomic_save(ckpt, os.path.join(self.expdir, BEST_NAME))
-        logger.info("update %d: new best dev %s %.5f -> %s", self.step, metric, dev[metric],
-                    os.path.join(self.expdir, BEST_NAME))
+        if best:
+            atomic_save(ckpt, os.path.join(self.expdir, BEST_NAME))
+            logger.info("update %d: new best dev %s %.5f -> %s", self.step, metric, dev[metric],
+                        os.path.join(self.expdir, BEST_NAME))
+        if ranked:
+            path = write_ranked_student(ckpt, self.expdir, self.step)
+            logger.info("update %d: among the %d best dev evaluations -> %s", self.step,
+                        self.early.keep_best, path)
+        for step in dropped:
+            remove_ranked_student(self.expdir, step)
 
     # -- one update --------------------------------------------------------------------------------
     def _autocast(self):
@@ -311,6 +322,8 @@ class Trainer:
                               f"loss; choose one of {sorted(k for k in dev if k != 'frames')}")
         self.last_dev = dev[metric]
         improved = self.early.update(dev[metric], self.step)
+        ranked, dropped = (self.early.rank(dev[metric], self.step) if self.early.keep_best > 1
+                           else (False, []))
         if self.writer is not None:
             for name, value in dev.items():
                 if name != "frames":
@@ -319,8 +332,7 @@ class Trainer:
                     self.early.best if self.early.best is not None else float("nan"),
                     self.early.best_step,
                     f", {self.early.bad_evals} evaluation(s) without improvement" if not improved else "")
-        if improved:
-            self._save_best(dev)
+        self._save_best(dev, improved, ranked, dropped)
         if self.early.should_stop:
             self.stopped_early = True
             logger.info("early stopping at update %d: no new best dev loss in %d evaluations "

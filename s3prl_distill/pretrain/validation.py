@@ -5,16 +5,17 @@ gradients) and returns the frame-weighted mean of the loss and of every loss ter
 all data-parallel processes, so it equals a single process's evaluation of the whole dev set.
 
 :class:`EarlyStopping` keeps the best dev loss, the update it was reached at and how many
-evaluations passed without a new best; its state is plain data saved in every checkpoint, so a
-resumed run continues counting where it stopped.
+evaluations passed without a new best, and the ranking of the ``keep_best`` lowest evaluations
+(whose students the trainer keeps, as Lightning's ``ModelCheckpoint(save_top_k=K)``); its state is
+plain data saved in every checkpoint, so a resumed run continues counting where it stopped.
 """
 
 from __future__ import annotations
 
 import logging
 import math
-from dataclasses import dataclass
-from typing import Any, Dict, Mapping, Optional
+from dataclasses import dataclass, field
+from typing import Any, Dict, List, Mapping, Optional, Tuple
 
 import torch
 from torch.utils.data import DataLoader
@@ -35,6 +36,8 @@ class EarlyStopping:
         min_delta: a new best must be lower than the old one by more than this.
         best: lowest dev loss so far (None before the first evaluation).
         best_step: update of ``best``; bad_evals: evaluations since ``best``.
+        keep_best: how many of the lowest evaluations :meth:`rank` keeps.
+        top: the kept evaluations, ``[value, step]`` lowest first (ties: the earlier first).
     """
 
     patience: int = 0
@@ -42,6 +45,8 @@ class EarlyStopping:
     best: Optional[float] = None
     best_step: int = -1
     bad_evals: int = 0
+    keep_best: int = 1
+    top: List[List[float]] = field(default_factory=list)
 
     def update(self, value: float, step: int) -> bool:
         """Record an evaluation; returns True when it is a new best."""
@@ -54,17 +59,36 @@ class EarlyStopping:
         self.bad_evals += 1
         return False
 
+    def rank(self, value: float, step: int) -> Tuple[bool, List[int]]:
+        """Enter an evaluation into the ranking of the ``keep_best`` lowest (strictly lower than
+        the worst kept one, as ``ModelCheckpoint`` compares; no ``min_delta``).
+
+        Returns:
+            (kept, dropped): whether ``step`` entered the ranking, and the steps that left it.
+        """
+        if not math.isfinite(value):
+            return False, []
+        if len(self.top) >= self.keep_best and not value < self.top[-1][0]:
+            return False, []
+        self.top.append([float(value), int(step)])
+        self.top.sort(key=lambda entry: (entry[0], entry[1]))
+        dropped = [int(s) for _, s in self.top[self.keep_best:]]
+        del self.top[self.keep_best:]
+        return True, dropped
+
     @property
     def should_stop(self) -> bool:
         return self.patience > 0 and self.bad_evals >= self.patience
 
     def state_dict(self) -> Dict[str, Any]:
-        return {"best": self.best, "best_step": self.best_step, "bad_evals": self.bad_evals}
+        return {"best": self.best, "best_step": self.best_step, "bad_evals": self.bad_evals,
+                "top": [[float(v), int(s)] for v, s in self.top]}
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
         self.best = None if state.get("best") is None else float(state["best"])
         self.best_step = int(state.get("best_step", -1))
         self.bad_evals = int(state.get("bad_evals", 0))
+        self.top = [[float(v), int(s)] for v, s in state.get("top", [])][: self.keep_best]
 
 
 @torch.no_grad()
