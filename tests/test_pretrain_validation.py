@@ -172,3 +172,22 @@ def test_keep_best_keeps_the_students_of_the_k_lowest_dev_evaluations(setup):
         from s3prl_distill.pretrain.config import RunnerSection
 
         from_dict(RunnerSection, {"keep_best": 0}).validate()
+
+
+def test_pruning_a_ranked_student_removes_only_a_regular_file_of_that_name(tmp_path, caplog):
+    from s3prl_distill.pretrain.checkpoints import remove_ranked_student, write_ranked_student
+
+    path = write_ranked_student({"x": torch.zeros(1)}, str(tmp_path), 4)
+    assert os.path.basename(path) == "best-4.ckpt"
+    remove_ranked_student(str(tmp_path), 4)
+    assert not os.path.exists(path)
+    remove_ranked_student(str(tmp_path), 4)  # already gone: nothing to do
+    (tmp_path / "best-6.ckpt").mkdir()
+    target = tmp_path / "mine.ckpt"
+    target.write_text("user data")
+    os.symlink(target, tmp_path / "best-8.ckpt")
+    with caplog.at_level("WARNING"):
+        remove_ranked_student(str(tmp_path), 6)
+        remove_ranked_student(str(tmp_path), 8)
+    assert (tmp_path / "best-6.ckpt").is_dir() and target.read_text() == "user data"
+    assert os.path.islink(tmp_path / "best-8.ckpt") and caplog.text.count("left alone") == 2
